@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Install everything criops' demo and tests need on a fresh Debian machine, and
+# nothing by hand: Debian packages, the pinned Python toolchain, Go-built CRI
+# tools, the test-host images and the local registry with its images.
+# Idempotent and cached under $CRIOPS_CACHE: a second run takes seconds.
+. "$(dirname "$0")/lib.sh"
+
+apt_packages=(podman slirp4netns runc debootstrap docker-registry skopeo jq curl)
+
+missing=()
+for pkg in "${apt_packages[@]}"; do
+  dpkg-query -W -f '${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed' || missing+=("$pkg")
+done
+if ((${#missing[@]})); then
+  log "installing Debian packages: ${missing[*]}"
+  [[ $(id -u) == 0 ]] || die "installing packages needs root (missing: ${missing[*]})"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+command -v go >/dev/null || die "Go is required to build the CRI tools (go not found on PATH)"
+
+# The venv lives in the cache, keyed by the lock file, and .venv points at it.
+venv="$CRIOPS_CACHE/venv-$(recipe_hash "$CRIOPS_ROOT/requirements.txt")"
+if [[ ! -x $venv/bin/molecule ]]; then
+  log "creating Python venv $venv"
+  rm -rf "$venv"
+  python3 -m venv "$venv"
+  "$venv/bin/pip" install -q --disable-pip-version-check -r "$CRIOPS_ROOT/requirements.txt"
+fi
+ln -sfn "$venv" "$CRIOPS_ROOT/.venv"
+
+"$CRIOPS_ROOT/hack/go-tools.sh"
+"$CRIOPS_ROOT/hack/host-images.sh"
+"$CRIOPS_ROOT/hack/test-images.sh"
+log "bootstrap complete"

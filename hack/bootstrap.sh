@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # Install everything criops' demo and tests need on a fresh Debian machine, and
 # nothing by hand: Debian packages, the pinned Python toolchain, Go-built CRI
-# tools, the test-host images and the local registry with its images.
+# tools, the test-host images, the local registry with its images and the
+# containerd tarball the air-gapped install path is tested with.
 # Idempotent and cached under $CRIOPS_CACHE: a second run takes seconds.
 . "$(dirname "$0")/lib.sh"
 
-apt_packages=(podman slirp4netns runc debootstrap docker-registry skopeo jq curl)
+apt_packages=(podman slirp4netns runc debootstrap docker-registry skopeo jq curl bc openssh-client)
 
 missing=()
 for pkg in "${apt_packages[@]}"; do
@@ -29,7 +30,14 @@ if [[ ! -x $venv/bin/molecule ]]; then
 fi
 ln -sfn "$venv" "$CRIOPS_ROOT/.venv"
 
+# The key Ansible (and later the operator) uses to reach test hosts over SSH.
+if [[ ! -f $CRIOPS_CACHE/ssh/id_ed25519 ]]; then
+  mkdir -p -m 700 "$CRIOPS_CACHE/ssh"
+  ssh-keygen -q -t ed25519 -N '' -C criops-test-hosts -f "$CRIOPS_CACHE/ssh/id_ed25519"
+fi
+
 "$CRIOPS_ROOT/hack/go-tools.sh"
 "$CRIOPS_ROOT/hack/host-images.sh"
 "$CRIOPS_ROOT/hack/test-images.sh"
+"$CRIOPS_ROOT/hack/containerd-tarball.sh" >/dev/null
 log "bootstrap complete"

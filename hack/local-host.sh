@@ -3,9 +3,15 @@
 # systemd container shaped like a fresh node, as the molecule scenarios use.
 #   hack/local-host.sh up [suite]     suite: bookworm (default) or trixie
 #   hack/local-host.sh down
+# It answers SSH for root, with the key hack/bootstrap.sh made, on a loopback
+# port: $CRIOPS_LOCAL_SSH_PORT, else 22022 for criops-local and a free port for
+# others (`podman port <name> 22` tells).
 . "$(dirname "$0")/lib.sh"
 
 name=${CRIOPS_LOCAL_HOST:-criops-local}
+default_port=$([[ $name == criops-local ]] && echo 22022 || echo "")
+ssh_port=${CRIOPS_LOCAL_SSH_PORT:-$default_port}
+key="$CRIOPS_CACHE/ssh/id_ed25519"
 case "${1:-up}" in
   up)
     suite=${2:-bookworm}
@@ -22,17 +28,27 @@ case "${1:-up}" in
         --ulimit nofile=20000:20000 --ulimit nproc=4096:4096 \
         --tmpfs /var/lib/containerd:rw,exec,size=4g \
         --network slirp4netns:allow_host_loopback=true \
+        --publish "127.0.0.1:$ssh_port:22" \
+        --volume "$key.pub:/root/.ssh/authorized_keys:ro" \
         "localhost/criops-test-host:$suite" /sbin/init >/dev/null
     fi
+    ssh_port=$(podman port "$name" 22/tcp | head -1 | sed 's/.*://')
     for _ in $(seq 1 30); do
       state=$(podman exec "$name" systemctl is-system-running 2>/dev/null || true)
-      [[ $state == running || $state == degraded ]] && exit 0
+      if [[ $state == running || $state == degraded ]] &&
+        ssh -q -i "$key" -p "$ssh_port" -o BatchMode=yes -o StrictHostKeyChecking=no \
+          -o UserKnownHostsFile=/dev/null -o ConnectTimeout=2 root@127.0.0.1 true; then
+        exit 0
+      fi
       sleep 1
     done
-    die "$name did not finish booting (systemd state: ${state:-unknown})"
+    die "$name did not finish booting or answer SSH on 127.0.0.1:$ssh_port (systemd state: ${state:-unknown})"
     ;;
   down)
-    podman rm -f "$name" >/dev/null 2>&1 || true
+    # -t 0: kill, do not let the host's systemd shut down. On hybrid cgroup v1
+    # hosts its shutdown empties the shared name=systemd hierarchy, which breaks
+    # `podman exec` in every other running test host (criops-local, molecule).
+    podman rm -f -t 0 "$name" >/dev/null 2>&1 || true
     ;;
   *) die "usage: $0 up [suite] | down" ;;
 esac

@@ -1,31 +1,46 @@
 #!/usr/bin/env bash
 # Build the small OCI images that the tests and critest pull, from Debian
-# packages only (static busybox, a pause binary compiled here), and push them to
-# the local registry under upstream repository paths: a containerd mirror for
-# registry.k8s.io or gcr.io pointed at that registry then serves them with no
-# internet. Skipped when this recipe is unchanged and the registry still has them.
+# packages only (busybox, the few programs critest runs that busybox lacks,
+# nginx, and small programs compiled here), and push them to the local registry
+# under upstream repository paths: a containerd mirror for registry.k8s.io or
+# gcr.io pointed at that registry then serves them with no internet. Skipped
+# when this recipe is unchanged and the registry still has them.
 . "$(dirname "$0")/lib.sh"
 
 here="$CRIOPS_ROOT/hack/test-images"
 stamp="$CRIOPS_CACHE/test-images.recipe"
-recipe=$(recipe_hash "$0" "$here"/Containerfile.* "$here/pause.c")
+recipe=$(recipe_hash "$0" "$here"/Containerfile.* "$here"/*.c "$here"/*.conf)
 # Local build names; only these are ever removed from podman's store.
 prefix=localhost/criops-test-images
 
-# Image (Containerfile.<name>), then where it is pushed (repository:tag).
-# busybox comes first: the others but pause are built FROM it.
+# Go's name for this architecture: critest pulls hostnet-nginx-<GOARCH>.
+arch=$(dpkg --print-architecture)
+case $arch in
+  i386) goarch=386 ;;
+  armhf) goarch=arm ;;
+  ppc64el) goarch=ppc64le ;;
+  *) goarch=$arch ;;
+esac
+
+# Image (Containerfile.<name>; its context, $work/<name>, is prepared below),
+# the image it is built FROM ("-": none), then where it is pushed
+# (repository:tag). An image comes after the one it is built from.
+#  name           from     pushed as
 images=(
-  "busybox    e2e-test-images/busybox:1.29-2 criops/busybox:1.0"
-  "webserver  criops/webserver:1.0 e2e-test-images/nginx:1.14-2 e2e-test-images/httpd:2.4.39-4"
-  "pause      pause:3.10 pause:3.9"
+  "busybox        -        e2e-test-images/busybox:1.29-2 criops/busybox:1.0"
+  "webserver      busybox  criops/webserver:1.0 e2e-test-images/httpd:2.4.39-4"
+  "nginx          busybox  e2e-test-images/nginx:1.14-2"
+  "hostnet-nginx  nginx    k8s-staging-cri-tools/hostnet-nginx-$goarch:latest"
+  "nonewprivs     busybox  e2e-test-images/nonewprivs:1.3"
+  "pause          -        pause:3.10 pause:3.9"
 )
 
-# critest's image-manager images, all under k8s-staging-cri-tools/. Each
-# repository is a distinct image (its own /image-<name>): CRI RemoveImage drops an
-# image with all its tags, and critest runs specs in parallel, so a shared image
-# would vanish under another spec. Tags of one row share one image, as critest
-# expects of test-image-tags. USER "-" leaves the user unset; "extra" names a
-# function that adds files.
+# critest's image-manager images, all under k8s-staging-cri-tools/, built from
+# busybox. Each repository is a distinct image (its own /image-<name>): CRI
+# RemoveImage drops an image with all its tags, and critest runs specs in
+# parallel, so a shared image would vanish under another spec. Tags of one row
+# share one image, as critest expects of test-image-tags. USER "-" leaves the
+# user unset; "extra" names a function that adds files.
 #  repository                      tags      USER               extra
 critest=(
   "test-image-latest                latest    -                  -"
@@ -39,6 +54,33 @@ critest=(
   "test-image-user-uid-group        latest    1003:1003          -"
   "test-image-user-username-group   latest    www-data:www-data  -"
   "test-image-predefined-group      latest    1000               predefined_group"
+)
+
+# Debian packages unpacked into one tree, from which the images take the files
+# listed in `files`. The packages after the first line only provide the shared
+# libraries of those programs and the dynamic loader; a library found in none
+# of them stops the build with its name.
+packages=(
+  busybox util-linux procps nginx nginx-common
+  libc6 libcrypt1 libpcre2-8-0 libssl3 zlib1g
+  libproc2-0 libsystemd0 libcap2 libgcrypt20 libgpg-error0 liblz4-1 liblzma5 libzstd1
+)
+
+# Files that an image's rootfs/ takes from those packages, at the same path. A
+# program brings the shared libraries it needs, transitively, and its dynamic
+# loader, except those the busybox base already has (so busybox rows first).
+#  image    file
+files=(
+  # Debian's dynamically linked busybox, not busybox-static: the static build's
+  # shell runs applets in-process before any PATH lookup, so a command the
+  # runtime masked (critest MaskedPaths masks /bin/ls) would still run.
+  "busybox  /bin/busybox"
+  # Commands critest execs that Debian's busybox has no applet for.
+  "busybox  /usr/bin/ipcs"  # NamespaceOption HostIpc
+  "busybox  /usr/bin/pgrep" # execSync with timeout
+  "nginx    /usr/sbin/nginx"
+  "nginx    /etc/nginx/mime.types"
+  "nginx    /usr/share/nginx/html/index.html"
 )
 
 # critest checks that user 1000's supplementary group 50000 comes from the image.
@@ -69,28 +111,80 @@ cleanup() {
 trap cleanup EXIT
 umask 022 # file modes end up in the layers
 
-# busybox-static from the configured Debian mirror; refresh the package lists
-# only when the candidate version is no longer there.
-apt_download() { (cd "$work" && apt-get download -q -o APT::Sandbox::User=root busybox-static) >"$work/apt.log" 2>&1; }
+# The packages from the configured Debian mirror; refresh the package lists
+# only when a candidate version is no longer there.
+mkdir -p "$work/debs"
+apt_download() {
+  (cd "$work/debs" && apt-get download -q -o APT::Sandbox::User=root "${packages[@]}") >"$work/apt.log" 2>&1
+}
 if ! apt_download; then
-  log "apt-get download busybox-static failed; running apt-get update"
+  log "apt-get download failed; running apt-get update"
   if ! { apt-get update -q >>"$work/apt.log" 2>&1 && apt_download; }; then
     cat "$work/apt.log" >&2
-    die "cannot download busybox-static"
+    die "cannot download ${packages[*]}"
   fi
 fi
-dpkg-deb -x "$work"/busybox-static_*.deb "$work/deb"
-busybox="$work/deb/bin/busybox"
-log "busybox $(dpkg-deb -f "$work"/busybox-static_*.deb Version)"
+debroot="$work/debroot"
+for deb in "$work"/debs/*.deb; do dpkg-deb -x "$deb" "$debroot"; done
+for pkg in busybox util-linux procps nginx; do
+  log "$pkg $(dpkg-deb -f "$work/debs/${pkg}_"*.deb Version)"
+done
+
+# Where the dynamic loader looks for libraries when there is no ld.so.cache
+# (Debian's system search path): the images have none.
+multiarch=$(gcc -print-multiarch)
+libdirs=("lib/$multiarch" "usr/lib/$multiarch" lib usr/lib)
+
+find_lib() { # soname needing-file: the library's path in the package tree
+  local dir
+  for dir in "${libdirs[@]}"; do
+    if [[ -L $debroot/$dir/$1 || -e $debroot/$dir/$1 ]]; then
+      echo "$dir/$1"
+      return
+    fi
+  done
+  die "$1, needed by /$2, is in none of the unpacked packages: add its package to \`packages\`"
+}
+
+# take DEST PATH: copy PATH of the package tree to the same path under DEST. A
+# symlink is copied as such, then its target (resolved in the package tree, not
+# on this host); an ELF file brings its dynamic loader and NEEDED libraries.
+# Whatever DEST or the busybox base already has is skipped.
+take() {
+  local dest=$1 rel=${2#/} target interp lib path
+  [[ -L $dest/$rel || -e $dest/$rel || -L $rootfs/$rel || -e $rootfs/$rel ]] && return
+  [[ -L $debroot/$rel || -e $debroot/$rel ]] || die "/$rel is in none of the unpacked packages"
+  (cd "$debroot" && cp -P --parents "$rel" "$dest/")
+  if [[ -L $debroot/$rel ]]; then
+    target=$(readlink "$debroot/$rel")
+    [[ $target == /* ]] || target=$(dirname "/$rel")/$target
+    take "$dest" "$(realpath -ms "$target")"
+    return
+  fi
+  readelf -h "$debroot/$rel" >/dev/null 2>&1 || return 0
+  interp=$(readelf -lW "$debroot/$rel" | sed -n 's/.*Requesting program interpreter: \(.*\)]$/\1/p')
+  [[ -z $interp ]] || take "$dest" "$interp"
+  for lib in $(readelf -dW "$debroot/$rel" | sed -n 's/.*(NEEDED).*\[\(.*\)\]$/\1/p'); do
+    path=$(find_lib "$lib" "$rel")
+    take "$dest" "$path"
+  done
+}
 
 # The busybox root file system, shared by every image but pause.
 rootfs="$work/busybox/rootfs"
 mkdir -p "$rootfs"/{bin,etc,root,tmp}
 chmod 700 "$rootfs/root"
 chmod 1777 "$rootfs/tmp"
-install -m 755 "$busybox" "$rootfs/bin/busybox"
-for applet in $("$busybox" --list); do
-  [[ $applet == busybox ]] || ln -s busybox "$rootfs/bin/$applet"
+for row in "${files[@]}"; do
+  read -r image file <<<"$row"
+  mkdir -p "$work/$image/rootfs"
+  take "$work/$image/rootfs" "$file"
+done
+# Applets as hard links, as `busybox --install` makes them and the upstream
+# image has them: the runtime bind-mounts over a masked path, and through a
+# symlink that would mask busybox itself, hence every applet.
+for applet in $("$debroot/bin/busybox" --list); do
+  [[ $applet == busybox ]] || ln "$rootfs/bin/busybox" "$rootfs/bin/$applet"
 done
 cat >"$rootfs/etc/passwd" <<'EOF'
 root:x:0:0:root:/root:/bin/sh
@@ -106,11 +200,23 @@ EOF
 mkdir -p "$work/webserver/www"
 echo 'criops web server OK' >"$work/webserver/www/index.html"
 
-mkdir -p "$work/pause"
+# nginx: Debian's binary, mime.types and welcome page (taken above) plus our
+# configuration. Its temporary files go under /var/lib/nginx (compiled in);
+# /var/run is Debian's symlink to /run, where critest reads nginx.pid.
+nginx_root="$work/nginx/rootfs"
+mkdir -p "$nginx_root"/{etc/nginx/conf.d,var/lib/nginx,run}
+ln -s /run "$nginx_root/var/run"
+cp "$here/nginx.conf" "$nginx_root/etc/nginx/nginx.conf"
+cp "$here/nginx-default.conf" "$nginx_root/etc/nginx/conf.d/default.conf"
+mkdir -p "$work/hostnet-nginx"
+cp "$here/hostnet-nginx.conf" "$work/hostnet-nginx/default.conf"
+
+mkdir -p "$work/nonewprivs" "$work/pause"
+gcc -static -Os -s -Wall -Wextra -o "$work/nonewprivs/nnp" "$here/nnp.c"
 gcc -static -Os -s -Wall -Wextra -o "$work/pause/pause" "$here/pause.c"
 
 # --timestamp 0 fixes creation and file times, so an unchanged recipe rebuilds
-# to the same digests; --pull=never: FROM is scratch or our own local base.
+# to the same digests; --pull=never: FROM is scratch or our own local image.
 build() { # name containerfile context [podman build args...]
   local image="$prefix/$1:build"
   built+=("$image")
@@ -124,11 +230,12 @@ push() { # name repository:tag...
   done
 }
 
-base="$prefix/busybox:build"
 for row in "${images[@]}"; do
-  read -r name refs <<<"$row"
+  read -r name from refs <<<"$row"
   log "building $name"
-  build "$name" "$name" "$work/$name" --build-arg "BASE=$base"
+  args=()
+  [[ $from == - ]] || args=(--build-arg "BASE=$prefix/$from:build")
+  build "$name" "$name" "$work/$name" "${args[@]}"
   # shellcheck disable=SC2086 # refs is a list
   push "$name" $refs
 done
@@ -141,7 +248,7 @@ for row in "${critest[@]}"; do
   [[ $extra == - ]] || "$extra" "$ctx/files"
   [[ $user == - ]] && user=
   log "building $repo"
-  build "$repo" critest "$ctx" --build-arg "BASE=$base" --build-arg "USER=$user"
+  build "$repo" critest "$ctx" --build-arg "BASE=$prefix/busybox:build" --build-arg "USER=$user"
   refs=()
   for tag in ${tags//,/ }; do refs+=("k8s-staging-cri-tools/$repo:$tag"); done
   push "$repo" "${refs[@]}"

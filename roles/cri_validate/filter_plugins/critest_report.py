@@ -8,7 +8,7 @@ group names critest declares (longest first), falling back to the first word.
 from __future__ import annotations
 
 import xml.etree.ElementTree as ET
-from datetime import datetime, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 # Top-level Describe texts of critest's validation suite (cri-tools v1.37),
@@ -38,7 +38,13 @@ SPEC_GROUPS = sorted(
     key=len,
     reverse=True,
 )
-SUITE_NODES = ("[BeforeSuite]", "[AfterSuite]", "[SynchronizedBeforeSuite]", "[SynchronizedAfterSuite]", "[ReportAfterSuite]")
+SUITE_NODES = (
+    "[BeforeSuite]",
+    "[AfterSuite]",
+    "[SynchronizedBeforeSuite]",
+    "[SynchronizedAfterSuite]",
+    "[ReportAfterSuite]",
+)
 
 
 def spec_group(name: str) -> str:
@@ -53,24 +59,39 @@ def spec_group(name: str) -> str:
 
 def _outcome(case: ET.Element) -> str:
     status = case.get("status", "")
-    if case.find("failure") is not None or case.find("error") is not None or status in ("failed", "panicked", "timedout", "aborted", "interrupted"):
+    if (
+        case.find("failure") is not None
+        or case.find("error") is not None
+        or status in ("failed", "panicked", "timedout", "aborted", "interrupted")
+    ):
         return "failed"
     if case.find("skipped") is not None or status in ("skipped", "pending"):
         return "skipped"
     return "passed"
 
 
-def critest_summary(junit_xml: str, version: str = "unknown", handler: str = "default", failures_listed: int = 20) -> dict[str, Any]:
+def _finished_at(started_at: str, duration: float) -> str:
+    """End of the run: ginkgo stamps the suite's start (node-local time, UTC on criops hosts)."""
+    try:
+        start = datetime.fromisoformat(started_at).replace(tzinfo=UTC)
+    except ValueError:
+        return ""
+    return (start + timedelta(seconds=duration)).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def critest_summary(
+    junit_xml: str, version: str = "unknown", handler: str = "default", failures_listed: int = 20
+) -> dict[str, Any]:
     """Counts overall and per group, the first failures, and the run's timing."""
     root = ET.fromstring(junit_xml)
     suites = [root] if root.tag == "testsuite" else root.findall("testsuite")
     groups: dict[str, dict[str, int]] = {}
     failures: list[str] = []
     duration = 0.0
-    finished_at = ""
+    started_at = ""
     for suite in suites:
         duration += float(suite.get("time", "0") or 0)
-        finished_at = finished_at or suite.get("timestamp", "")
+        started_at = started_at or suite.get("timestamp", "")
         for case in suite.findall("testcase"):
             name = case.get("name", "")
             outcome = _outcome(case)
@@ -90,7 +111,7 @@ def critest_summary(junit_xml: str, version: str = "unknown", handler: str = "de
         "handler": handler,
         **totals,
         "durationSeconds": round(duration, 1),
-        "finishedAt": finished_at or datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "finishedAt": _finished_at(started_at, duration),
         "groups": [{"name": name, **counts} for name, counts in sorted(groups.items())],
         "failures": failures[:failures_listed],
         "failuresOmitted": max(0, len(failures) - failures_listed),

@@ -1,0 +1,39 @@
+# criops developer entry points. Every target bootstraps what it needs first.
+SHELL := /bin/bash
+VENV := .venv/bin
+export PATH := $(CURDIR)/$(VENV):$(PATH)
+export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
+
+.PHONY: bootstrap demo test lint unit integration molecule bench clean
+
+bootstrap:
+	hack/bootstrap.sh
+
+## The main job on this machine: a local test host provisioned by site.yml and
+## proven by validate.yml, ending with the critest table.
+demo: bootstrap
+	hack/demo.sh
+
+## Everything CI runs.
+test: bootstrap lint unit integration molecule
+
+lint:
+	$(VENV)/ruff check .
+	$(VENV)/ruff format --check .
+	$(VENV)/ansible-lint --profile production roles playbooks molecule
+
+unit:
+	$(VENV)/pytest tests/unit
+
+integration:
+	$(VENV)/pytest -m integration tests/integration
+
+molecule:
+	$(VENV)/molecule test -s containerd
+
+bench: bootstrap
+	hack/bench.sh
+
+clean:
+	hack/local-host.sh down
+	rm -rf artifacts

@@ -1,0 +1,51 @@
+"""The containerd role's config filters: keep other tools' runtimes, render TOML."""
+
+from __future__ import annotations
+
+import importlib.util
+import tomllib
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+spec = importlib.util.spec_from_file_location(
+    "containerd_config", ROOT / "roles/containerd/filter_plugins/containerd_config.py"
+)
+config = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(config)
+
+EXISTING = """
+version = 2
+[plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
+  runtime_type = "io.containerd.runc.v2"
+[plugins."io.containerd.grpc.v1.cri".containerd.runtimes.nvidia]
+  runtime_type = "io.containerd.runc.v2"
+  privileged_without_host_devices = false
+  [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.nvidia.options]
+    BinaryName = "/usr/bin/nvidia-container-runtime"
+    SystemdCgroup = true
+"""
+
+
+def test_foreign_runtimes_are_those_criops_does_not_manage():
+    foreign = config.containerd_foreign_runtimes(EXISTING, ["runc", "crun"])
+    assert list(foreign) == ["nvidia"]
+    assert foreign["nvidia"]["options"]["BinaryName"] == "/usr/bin/nvidia-container-runtime"
+
+
+def test_no_or_unreadable_config_has_no_foreign_runtimes():
+    assert config.containerd_foreign_runtimes("", ["runc"]) == {}
+    assert config.containerd_foreign_runtimes("this is [not toml", ["runc"]) == {}
+
+
+def test_rendered_tables_read_back_to_the_same_runtime():
+    foreign = config.containerd_foreign_runtimes(EXISTING, ["runc"])
+    prefix = 'plugins."io.containerd.grpc.v1.cri".containerd.runtimes.nvidia'
+    rendered = config.to_toml_tables(foreign["nvidia"], prefix, "    ")
+    parsed = tomllib.loads(rendered)
+    assert parsed["plugins"]["io.containerd.grpc.v1.cri"]["containerd"]["runtimes"]["nvidia"] == foreign["nvidia"]
+
+
+def test_strings_with_quotes_and_odd_keys_survive():
+    table = {"runtime_type": 'io.x "quoted"\\path', "a.b": [1, "two", True]}
+    parsed = tomllib.loads(config.to_toml_tables(table, "t"))
+    assert parsed["t"] == table

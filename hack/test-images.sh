@@ -24,7 +24,10 @@ esac
 
 # Image (Containerfile.<name>; its context, $work/<name>, is prepared below),
 # the image it is built FROM ("-": none), then where it is pushed
-# (repository:tag). An image comes after the one it is built from.
+# (repository:tag). An image comes after the one it is built from. A name
+# "<name>:<version>" builds Containerfile.<name> with VERSION=<version>, so that
+# versions upstream ships as distinct images stay distinct (critest counts the
+# tags of pause:3.9, and the sandbox image pause:3.10 must not be among them).
 #  name           from     pushed as
 images=(
   "busybox        -        e2e-test-images/busybox:1.29-2 criops/busybox:1.0"
@@ -32,7 +35,8 @@ images=(
   "nginx          busybox  e2e-test-images/nginx:1.14-2"
   "hostnet-nginx  nginx    k8s-staging-cri-tools/hostnet-nginx-$goarch:latest"
   "nonewprivs     busybox  e2e-test-images/nonewprivs:1.3"
-  "pause          -        pause:3.10 pause:3.9"
+  "pause:3.10     -        pause:3.10"
+  "pause:3.9      -        pause:3.9"
 )
 
 # critest's image-manager images, all under k8s-staging-cri-tools/, built from
@@ -235,7 +239,12 @@ for row in "${images[@]}"; do
   log "building $name"
   args=()
   [[ $from == - ]] || args=(--build-arg "BASE=$prefix/$from:build")
-  build "$name" "$name" "$work/$name" "${args[@]}"
+  recipe=${name%%:*}
+  if [[ $name == *:* ]]; then
+    args+=(--build-arg "VERSION=${name#*:}")
+    name="$recipe-${name#*:}"
+  fi
+  build "$name" "$recipe" "$work/$recipe" "${args[@]}"
   # shellcheck disable=SC2086 # refs is a list
   push "$name" $refs
 done

@@ -1,0 +1,79 @@
+"""Fixtures of the integration tests' real test world (see criops_world.py).
+
+Each test module gets its own throwaway Debian systemd container from
+localhost/criops-test-host:bookworm, started with hack/local-host.sh and removed
+afterwards, reached over the containers.podman.podman connection.
+"""
+
+from __future__ import annotations
+
+import functools
+import http.server
+import re
+import shutil
+import subprocess
+import threading
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from criops_world import REPO, ArtifactServer, Node, Tarball, local_host, write_inventory
+
+
+@pytest.fixture(scope="module")
+def test_host(request: pytest.FixtureRequest) -> Iterator[Node]:
+    """A fresh bookworm test host for one test module, removed afterwards."""
+    if shutil.which("podman") is None:
+        pytest.fail("podman is required for the integration tests (hack/bootstrap.sh installs it)")
+    module = request.module.__name__.rsplit(".", 1)[-1]
+    name = f"criops-it-{re.sub(r'[^a-z0-9]+', '-', module.lower()).strip('-')}-{uuid.uuid4().hex[:8]}"
+    try:
+        started = local_host("up", name)
+        if started.returncode != 0:
+            pytest.fail(f"hack/local-host.sh up failed for {name}:\n{started.stdout}{started.stderr}")
+        yield Node(name)
+    finally:
+        local_host("down", name)
+
+
+@pytest.fixture(scope="module")
+def inventory(test_host: Node, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A temporary inventory for the module's test host."""
+    return write_inventory(tmp_path_factory.mktemp("inventory"), test_host)
+
+
+@pytest.fixture(scope="session")
+def containerd_tarball() -> Tarball:
+    """The release-shaped tarball hack/containerd-tarball.sh builds (cached)."""
+    built = subprocess.run(
+        [str(REPO / "hack" / "containerd-tarball.sh")],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    if built.returncode != 0:
+        pytest.fail(f"hack/containerd-tarball.sh failed:\n{built.stderr}")
+    path = Path(built.stdout.strip().splitlines()[-1])
+    sha256 = Path(f"{path}.sha256").read_text().split()[0]
+    return Tarball(path, sha256)
+
+
+class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+@pytest.fixture(scope="session")
+def artifact_server(containerd_tarball: Tarball) -> Iterator[ArtifactServer]:
+    """A real HTTP server on loopback serving the artifacts directory: the site's mirror."""
+    handler = functools.partial(_QuietHandler, directory=str(containerd_tarball.path.parent))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, name="artifact-server", daemon=True)
+    thread.start()
+    try:
+        yield ArtifactServer(f"http://127.0.0.1:{server.server_address[1]}")
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=10)

@@ -1,0 +1,183 @@
+"""Helpers for the integration tests' real test world: podman test hosts, inventories,
+ansible-playbook runs and node fingerprints. Nothing here is mocked.
+
+The fixtures that use them live in conftest.py; test modules import the helpers
+from here (a uniquely named module: every test directory may have a conftest).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import urllib.parse
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+LOCAL_INVENTORY = REPO / "inventory" / "local"
+PLAYBOOK_TIMEOUT = 900
+
+# What site.yml may change on a node: the fingerprint a failed preflight must leave alone.
+NODE_STATE_SCRIPT = (
+    "ls -la /etc/containerd /etc/cni/net.d /etc/sysctl.d /etc/modules-load.d /opt/criops /usr/local/bin 2>&1; "
+    "dpkg-query -W -f='${Package} ${Version}\\n' | sort; "
+    "systemctl is-active containerd"
+)
+
+
+@dataclass(frozen=True)
+class Node:
+    """A running throwaway test host; its name is the container, hostname and inventory name."""
+
+    name: str
+
+    def sh(self, script: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        """Run a shell script inside the node."""
+        return subprocess.run(
+            ["podman", "exec", self.name, "sh", "-c", script],
+            capture_output=True,
+            text=True,
+            check=check,
+            timeout=120,
+        )
+
+
+@dataclass(frozen=True)
+class Tarball:
+    """A containerd release-shaped tarball and its sha256."""
+
+    path: Path
+    sha256: str
+
+
+@dataclass(frozen=True)
+class ArtifactServer:
+    """The loopback HTTP server standing in for a site's artifact mirror."""
+
+    base_url: str
+
+    def url(self, path: Path) -> str:
+        return f"{self.base_url}/{urllib.parse.quote(path.name)}"
+
+
+def local_host(action: str, name: str, suite: str = "bookworm") -> subprocess.CompletedProcess[str]:
+    """hack/local-host.sh up|down for a test host of the given name."""
+    args = [str(REPO / "hack" / "local-host.sh"), action] + ([suite] if action == "up" else [])
+    return subprocess.run(
+        args,
+        env={**os.environ, "CRIOPS_LOCAL_HOST": name},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+def ansible_playbook() -> str:
+    """ansible-playbook from PATH (the Makefile puts .venv/bin first), else beside this Python."""
+    found = shutil.which("ansible-playbook")
+    if found:
+        return found
+    beside = Path(sys.executable).parent / "ansible-playbook"
+    if beside.exists():
+        return str(beside)
+    raise FileNotFoundError(f"ansible-playbook is neither on PATH nor next to {sys.executable}")
+
+
+def write_inventory(directory: Path, node: Node) -> Path:
+    """A YAML inventory for `node` in group containerd, with inventory/local's group_vars.
+
+    group_vars are found relative to the inventory file, so they are linked next
+    to it. inventory/local finds the repository (hack/versions.env) relative to
+    its own directory; host variables, which outrank group_vars, point at the
+    real one instead.
+    """
+    directory.mkdir(parents=True, exist_ok=True)
+    group_vars = directory / "group_vars"
+    if not group_vars.exists():
+        group_vars.symlink_to(LOCAL_INVENTORY / "group_vars", target_is_directory=True)
+    inventory = {
+        "all": {
+            "children": {
+                "containerd": {
+                    "hosts": {
+                        node.name: {
+                            "ansible_connection": "containers.podman.podman",
+                            "criops_root": str(REPO),
+                            "criops_versions_file": str(REPO / "hack" / "versions.env"),
+                        }
+                    }
+                }
+            }
+        }
+    }
+    path = directory / "hosts.yml"
+    # JSON is YAML: no quoting rules to get wrong.
+    path.write_text(json.dumps(inventory, indent=2) + "\n")
+    return path
+
+
+def run_playbook(
+    inventory: Path,
+    playbook: str = "playbooks/site.yml",
+    extra_vars: dict | None = None,
+    options: list[str] | None = None,
+) -> subprocess.CompletedProcess[str]:
+    """Run a playbook of the repository from its root with its ansible.cfg.
+
+    Extra variables go in a JSON file (-e @file), never through a shell string.
+    The result's stdout holds stdout and stderr interleaved, as a user sees them;
+    it is also kept as run-<id>.log next to the inventory.
+    """
+    run_id = uuid.uuid4().hex[:8]
+    cmd = [ansible_playbook(), "-i", str(inventory), playbook, *(options or [])]
+    if extra_vars:
+        vars_file = inventory.parent / f"extra-vars-{run_id}.json"
+        vars_file.write_text(json.dumps(extra_vars, indent=2) + "\n")
+        cmd += ["-e", f"@{vars_file}"]
+    env = {
+        **os.environ,
+        "ANSIBLE_CONFIG": str(REPO / "ansible.cfg"),
+        "ANSIBLE_NOCOLOR": "1",
+        "ANSIBLE_FORCE_COLOR": "0",
+    }
+    result = subprocess.run(
+        cmd,
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        timeout=PLAYBOOK_TIMEOUT,
+    )
+    # The whole output stays beside the inventory (pytest's basetemp) for post-mortems.
+    (inventory.parent / f"run-{run_id}.log").write_text(f"$ {' '.join(cmd)}\nrc={result.returncode}\n{result.stdout}")
+    return result
+
+
+def node_state(node: Node) -> str:
+    """Fingerprint of everything site.yml would change on the node."""
+    return node.sh(NODE_STATE_SCRIPT, check=False).stdout
+
+
+_RECAP_LINE = re.compile(r"^(\S+)\s+:\s+((?:\w+=\d+\s*)+)$", re.MULTILINE)
+
+
+def play_recap(output: str) -> dict[str, dict[str, int]]:
+    """The PLAY RECAP counters per host, e.g. {"node": {"ok": 12, "changed": 0, ...}}."""
+    _, found, recap = output.rpartition("PLAY RECAP")
+    if not found:
+        raise ValueError("no PLAY RECAP in the output")
+    return {
+        host: {key: int(value) for key, value in re.findall(r"(\w+)=(\d+)", counters)}
+        for host, counters in _RECAP_LINE.findall(recap)
+    }
+
+
+def flat(text: str) -> str:
+    """Text with every whitespace run made one space: Ansible wraps long messages."""
+    return " ".join(text.split())

@@ -1,0 +1,86 @@
+"""The air-gapped path: containerd from a release-shaped tarball on the site's own
+HTTP mirror, verified by sha256, installed on a fresh node by site.yml.
+
+The tarball is hack/containerd-tarball.sh's (Debian's containerd binaries in
+upstream's layout); runc still comes from the Debian runc package.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import subprocess
+import tarfile
+from pathlib import Path
+
+import pytest
+from criops_world import ArtifactServer, Node, Tarball, play_recap, run_playbook
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def tarball_vars(containerd_tarball: Tarball, artifact_server: ArtifactServer) -> dict:
+    return {
+        "containerd_install_method": "tarball",
+        "containerd_tarball_url": artifact_server.url(containerd_tarball.path),
+        "containerd_tarball_sha256": containerd_tarball.sha256,
+    }
+
+
+@pytest.fixture(scope="module")
+def first_run(inventory: Path, tarball_vars: dict) -> subprocess.CompletedProcess[str]:
+    return run_playbook(inventory, "playbooks/site.yml", tarball_vars)
+
+
+def _member_sha256(tarball: Path, member: str) -> str:
+    with tarfile.open(tarball) as archive:
+        extracted = archive.extractfile(member)
+        assert extracted is not None, f"{member} is not a file in {tarball}"
+        return hashlib.file_digest(extracted, "sha256").hexdigest()
+
+
+def test_site_installs_containerd_from_the_tarball(
+    first_run: subprocess.CompletedProcess[str], test_host: Node
+) -> None:
+    assert first_run.returncode == 0, first_run.stdout[-6000:]
+    assert play_recap(first_run.stdout)[test_host.name]["failed"] == 0
+
+
+def test_containerd_runs_the_tarball_binaries(
+    first_run: subprocess.CompletedProcess[str], test_host: Node, containerd_tarball: Tarball
+) -> None:
+    assert first_run.returncode == 0
+    exec_start = test_host.sh("systemctl show -p ExecStart containerd").stdout
+    assert "path=/usr/local/bin/containerd " in exec_start, exec_start
+    running = test_host.sh('readlink "/proc/$(systemctl show -p MainPID --value containerd)/exe"').stdout.strip()
+    assert running == "/usr/local/bin/containerd"
+    # The very files of the tarball, not some other containerd.
+    installed = test_host.sh("sha256sum /usr/local/bin/containerd /usr/local/bin/containerd-shim-runc-v2").stdout
+    for binary in ("containerd", "containerd-shim-runc-v2"):
+        assert f"{_member_sha256(containerd_tarball.path, 'bin/' + binary)}  /usr/local/bin/{binary}" in installed
+    # No distribution containerd underneath; runc comes from Debian's runc package.
+    packages = test_host.sh("dpkg-query -W -f='${Package} ${db:Status-Abbrev}\\n' containerd runc", check=False).stdout
+    assert "runc ii" in packages, packages
+    assert "containerd ii" not in packages, packages
+
+
+def test_crictl_talks_to_the_tarball_containerd(first_run: subprocess.CompletedProcess[str], test_host: Node) -> None:
+    assert first_run.returncode == 0
+    info = json.loads(test_host.sh("crictl info").stdout)
+    runtimes = info["config"]["containerd"]["runtimes"]
+    assert {"runc", "crun"} <= set(runtimes), sorted(runtimes)
+    assert all(condition["status"] for condition in info["status"]["conditions"]), info["status"]
+    version = test_host.sh("crictl version").stdout
+    assert "RuntimeName:  containerd" in version, version
+
+
+def test_second_run_changes_nothing(
+    first_run: subprocess.CompletedProcess[str], inventory: Path, tarball_vars: dict, test_host: Node
+) -> None:
+    assert first_run.returncode == 0
+    second = run_playbook(inventory, "playbooks/site.yml", tarball_vars)
+    assert second.returncode == 0, second.stdout[-6000:]
+    recap = play_recap(second.stdout)[test_host.name]
+    changed = [line for line in second.stdout.splitlines() if line.startswith("changed:")]
+    assert recap["changed"] == 0, f"second run changed {recap['changed']} tasks: {changed}\n{second.stdout[-6000:]}"

@@ -14,5 +14,6 @@ log "provisioning criops-local with playbooks/site.yml"
 ansible-playbook -i inventory/local/hosts.yml playbooks/site.yml
 log "validating criops-local with playbooks/validate.yml"
 ansible-playbook -i inventory/local/hosts.yml playbooks/validate.yml
-log "reports: $(ls -d artifacts/critest/criops-local/*)"
+log "critest results of criops-local (reports in artifacts/critest/criops-local/):"
+python3 hack/critest-tables.py artifacts/critest
 log "the host stays up for exploring: podman exec -it criops-local crictl ps -a; remove it with hack/local-host.sh down"

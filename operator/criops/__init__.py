@@ -1,0 +1,1 @@
+"""criops operator: reconciles RuntimeNode objects (see crds/runtimenode.yaml)."""

@@ -1,0 +1,1 @@
+"""Pure decisions of the operator: no kopf, no kubernetes client, no I/O."""

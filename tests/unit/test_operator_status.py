@@ -1,0 +1,102 @@
+"""The operator's pure status logic, on real critest summaries from criops runs."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+from criops.core import conditions, status
+
+ROOT = Path(__file__).resolve().parents[2]
+spec = importlib.util.spec_from_file_location(
+    "critest_report", ROOT / "roles/cri_validate/filter_plugins/critest_report.py"
+)
+report = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(report)
+
+# critest v1.37.0 on containerd 1.6 (Debian 12) before criops' test images were complete.
+SUMMARY = report.critest_summary(
+    (ROOT / "tests/fixtures/critest/containerd-1.6-debian12-runc.xml").read_text(),
+    version="v1.37.0",
+    handler="runc",
+    failures_listed=1000,
+)
+T0, T1 = "2026-11-26T00:00:00Z", "2026-11-26T00:05:00Z"
+
+
+def test_critest_status_matches_the_junit_totals_and_prints_passed_over_run():
+    critest = status.critest_status(SUMMARY, failures_listed=5)
+    assert critest["result"] == "80/95"
+    assert (critest["total"], critest["passed"], critest["failed"], critest["skipped"]) == (142, 80, 15, 47)
+    assert len(critest["failures"]) == 5
+    assert critest["failuresOmitted"] == 10
+    assert sum(g["total"] for g in critest["groups"]) == 142
+
+
+def test_unexpected_failures_block_validation():
+    proven, reason, message = status.validation_verdict(SUMMARY, expected=[])
+    assert not proven
+    assert reason == "CritestFailed"
+    assert message.startswith("15 unexpected critest failure(s): ")
+
+
+def test_expected_failures_do_not_block_but_stay_visible():
+    proven, reason, message = status.validation_verdict(SUMMARY, expected=SUMMARY["failures"])
+    assert proven
+    assert reason == "CritestPassed"
+    assert message == "critest v1.37.0: 80/95 passed, 15 expected failure(s)"
+
+
+def test_omitted_failure_names_cannot_be_expected():
+    capped = {**SUMMARY, "failures": SUMMARY["failures"][:3], "failuresOmitted": 12}
+    proven, reason, _ = status.validation_verdict(capped, expected=SUMMARY["failures"])
+    assert not proven
+    assert reason == "CritestFailed"
+
+
+def test_a_run_with_no_specs_is_not_proof():
+    empty = {**SUMMARY, "total": 10, "skipped": 10, "failed": 0, "failures": []}
+    assert status.validation_verdict(empty, expected=[])[:2] == (False, "NoSpecsRan")
+
+
+def test_transition_time_changes_only_with_the_status():
+    first = conditions.set_condition([], "Validated", "True", "CritestPassed", "ok", 1, T0)
+    same = conditions.set_condition(first, "Validated", "True", "CritestPassed", "still ok", 2, T1)
+    assert same[0]["lastTransitionTime"] == T0
+    assert same[0]["observedGeneration"] == 2
+    flipped = conditions.set_condition(same, "Validated", "False", "ProbeFailed", "down", 2, T1)
+    assert flipped[0]["lastTransitionTime"] == T1
+
+
+def test_conditions_keep_their_canonical_order():
+    conds = conditions.set_condition([], "Ready", "True", "Proven", "", 1, T0)
+    conds = conditions.set_condition(conds, "Provisioned", "True", "Converged", "", 1, T0)
+    assert [c["type"] for c in conds] == ["Provisioned", "Ready"]
+
+
+@pytest.mark.parametrize(
+    ("facts", "expected"),
+    [
+        ([], "Pending"),
+        ([("Provisioned", "Unknown", "Running")], "Provisioning"),
+        ([("Provisioned", "True", "Converged"), ("Validated", "Unknown", "Running")], "Validating"),
+        ([("Provisioned", "False", "PlaybookFailed")], "Failed"),
+        ([("Validated", "False", "CritestFailed")], "Failed"),
+        ([("Validated", "False", "ProbeFailed"), ("Ready", "False", "NotValidated")], "Degraded"),
+        (
+            [("Validated", "True", "CritestPassed"), ("NodeLabeled", "True", "Labeled"), ("Ready", "True", "Proven")],
+            "Ready",
+        ),
+    ],
+)
+def test_phase_is_derived_from_conditions(facts, expected):
+    conds: list = []
+    for type_, state, reason in facts:
+        conds = conditions.set_condition(conds, type_, state, reason, "", 1, T0)
+    assert status.phase(conds) == expected
+
+
+def test_unsupported_wins_over_everything():
+    conds = conditions.set_condition([], "Ready", "True", "Proven", "", 1, T0)
+    assert status.phase(conds, unsupported=True) == "Unsupported"

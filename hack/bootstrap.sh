@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
 # Install everything criops' demo and tests need on a fresh Debian machine, and
 # nothing by hand: Debian packages, the pinned Python toolchain, Go-built CRI
-# tools, the test-host images, the local registry with its images and the
+# tools and test control plane (etcd, kube-apiserver, kubectl), the test-host images, the local registry with its images and the
 # containerd tarball the air-gapped install path is tested with.
 # Idempotent and cached under $CRIOPS_CACHE: a second run takes seconds.
 . "$(dirname "$0")/lib.sh"
 
-apt_packages=(podman slirp4netns runc debootstrap docker-registry skopeo jq curl bc openssh-client)
+apt_packages=(podman slirp4netns runc debootstrap docker-registry skopeo jq curl bc openssh-client openssl)
 
 missing=()
 for pkg in "${apt_packages[@]}"; do
@@ -37,6 +37,7 @@ if [[ ! -f $CRIOPS_CACHE/ssh/id_ed25519 ]]; then
 fi
 
 "$CRIOPS_ROOT/hack/go-tools.sh"
+"$CRIOPS_ROOT/hack/k8s-tools.sh"
 "$CRIOPS_ROOT/hack/host-images.sh"
 "$CRIOPS_ROOT/hack/test-images.sh"
 "$CRIOPS_ROOT/hack/containerd-tarball.sh" >/dev/null

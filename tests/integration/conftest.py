@@ -18,6 +18,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from control_plane import ControlPlane
 from criops_world import REPO, ArtifactServer, Node, Tarball, local_host, write_inventory
 
 
@@ -77,3 +78,26 @@ def artifact_server(containerd_tarball: Tarball) -> Iterator[ArtifactServer]:
         server.shutdown()
         server.server_close()
         thread.join(timeout=10)
+
+
+@pytest.fixture(scope="session")
+def control_plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlPlane]:
+    """etcd + kube-apiserver on loopback for the whole session, stopped afterwards."""
+    plane = ControlPlane(tmp_path_factory.mktemp("control-plane"))
+    try:
+        yield plane.start()
+    finally:
+        plane.stop()
+
+
+@pytest.fixture(scope="session")
+def kubeconfig_with_crd(control_plane: ControlPlane) -> Path:
+    """The control plane's kubeconfig, with crds/ installed and established."""
+    applied = control_plane.kubectl("apply", "-f", str(REPO / "crds"))
+    assert applied.returncode == 0, applied.stderr
+    established = control_plane.kubectl(
+        "wait", "--for=condition=Established", "crd/runtimenodes.criops.dev", "--timeout=60s", timeout=90
+    )
+    assert established.returncode == 0, established.stderr
+    assert control_plane.kubeconfig is not None
+    return control_plane.kubeconfig

@@ -1,0 +1,104 @@
+#!/usr/bin/env bash
+# Build kube-apiserver, kubectl and etcd from the Go module proxy at the versions
+# pinned in hack/versions.env, into $CRIOPS_CACHE/bin/kubernetes-<version>/ and
+# $CRIOPS_CACHE/bin/etcd-<version>/. A second run is a no-op. Each build takes
+# minutes on two cores.
+. "$(dirname "$0")/lib.sh"
+
+export GOMODCACHE="$CRIOPS_CACHE/gomod" GOPATH="$CRIOPS_CACHE/gopath" GOFLAGS=-mod=mod
+# Static binaries, as upstream ships them. k8s.io/kubernetes carries a go.work
+# that names its staging directories, which its module zip lacks: ignore it.
+export CGO_ENABLED=0 GOWORK=off
+
+[[ $KUBERNETES_VERSION == "v$KUBERNETES_MINOR".* ]] ||
+  die "KUBERNETES_VERSION $KUBERNETES_VERSION is not of KUBERNETES_MINOR $KUBERNETES_MINOR"
+
+work=$(mktemp -d)
+trap 'chmod -R u+w "$work"; rm -rf "$work"' EXIT
+
+# fetch MODULE@VERSION DIR: a writable copy of the module's source in DIR, as
+# go build must rewrite go.mod and go.sum and the module cache is read-only.
+# Sets fetched_time to the version's commit time.
+fetched_time=
+fetch() {
+  local info
+  info=$(go mod download -json "$1")
+  mkdir -p "$2"
+  cp -r "$(jq -r .Dir <<<"$info")/." "$2/" && chmod -R u+w "$2"
+  fetched_time=$(jq -r .Time "$(jq -r .Info <<<"$info")")
+}
+
+# Lower priority: the builds keep both cores busy for minutes, and tests or a
+# benchmark may be running beside them.
+gobuild() { nice go build -trimpath "$@"; }
+
+build_kubernetes() {
+  local out="$CRIOPS_BIN/kubernetes-$KUBERNETES_VERSION" src="$work/kubernetes"
+  if [[ -x $out/kube-apiserver && -x $out/kubectl ]]; then
+    log "kubernetes $KUBERNETES_VERSION already built in $out"
+    return
+  fi
+  fetch "k8s.io/kubernetes@$KUBERNETES_VERSION" "$src"
+
+  # k8s.io/kubernetes replaces its staging modules (k8s.io/api, client-go, ...)
+  # with ./staging/src/k8s.io/<name>, nested modules that its module zip leaves
+  # out. Each is published from the same tag as v0.<minor>.<patch>: require that.
+  local staged="v0.${KUBERNETES_VERSION#v1.}" edits=() mod
+  for mod in $(cd "$src" && go mod edit -json |
+    jq -r '.Replace[] | select(.New.Path | startswith("./staging/")) | .Old.Path'); do
+    edits+=("-dropreplace=$mod" "-require=$mod@$staged")
+  done
+  ((${#edits[@]})) || die "no staging replaces in k8s.io/kubernetes@$KUBERNETES_VERSION's go.mod"
+  (cd "$src" && go mod edit "${edits[@]}")
+
+  # What upstream's hack/lib/version.sh stamps, so that --version and
+  # `kubectl version` report the release. The commit is not known here.
+  local major=${KUBERNETES_MINOR%%.*} minor=${KUBERNETES_MINOR#*.} ldflags="-s -w" pkg
+  for pkg in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
+    ldflags+=" -X $pkg.gitVersion=$KUBERNETES_VERSION -X $pkg.gitMajor=$major -X $pkg.gitMinor=$minor"
+    ldflags+=" -X $pkg.gitTreeState=archive -X $pkg.buildDate=$fetched_time"
+  done
+
+  rm -rf "$out.tmp" && mkdir -p "$out.tmp"
+  local cmd start
+  for cmd in kube-apiserver kubectl; do
+    log "building $cmd $KUBERNETES_VERSION (staging modules at $staged)"
+    start=$SECONDS
+    (cd "$src" && gobuild -ldflags "$ldflags" -o "$out.tmp/$cmd" "./cmd/$cmd")
+    log "built $cmd in $((SECONDS - start)) s"
+  done
+  rm -rf "$out" && mv "$out.tmp" "$out"
+  log "kubernetes $KUBERNETES_VERSION ready in $out"
+}
+
+build_etcd() {
+  local out="$CRIOPS_BIN/etcd-$ETCD_VERSION" src="$work/etcd"
+  if [[ -x $out/etcd ]]; then
+    log "etcd $ETCD_VERSION already built in $out"
+    return
+  fi
+  fetch "go.etcd.io/etcd/server/v3@$ETCD_VERSION" "$src"
+
+  # The server module replaces its sibling modules with ../api and so on, which
+  # are outside its module zip: require the ones published at the same version.
+  local edits=() mod
+  for mod in $(cd "$src" && go mod edit -json |
+    jq -r '.Replace[] | select(.New.Path | startswith("../")) | .Old.Path'); do
+    edits+=("-dropreplace=$mod" "-require=$mod@$ETCD_VERSION")
+  done
+  ((${#edits[@]})) || die "no sibling replaces in go.etcd.io/etcd/server/v3@$ETCD_VERSION's go.mod"
+  (cd "$src" && go mod edit "${edits[@]}")
+
+  rm -rf "$out.tmp" && mkdir -p "$out.tmp"
+  log "building etcd $ETCD_VERSION"
+  local start=$SECONDS
+  # The module's root package is etcd's main (a wrapper of etcdmain). Its
+  # version string is a constant of go.etcd.io/etcd/api/v3/version.
+  (cd "$src" && gobuild -ldflags "-s -w" -o "$out.tmp/etcd" .)
+  log "built etcd in $((SECONDS - start)) s"
+  rm -rf "$out" && mv "$out.tmp" "$out"
+  log "etcd $ETCD_VERSION ready in $out"
+}
+
+build_etcd
+build_kubernetes

@@ -1,0 +1,89 @@
+"""What criops puts on a Node, and how to take exactly that away again.
+
+criops records the label keys it set in an annotation on the Node (as Node
+Feature Discovery does), so that cleanup removes its own labels and never one a
+person or another controller set, even under the same key later.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+LABEL_RUNTIME = "criops.dev/runtime"
+LABEL_VALIDATED = "criops.dev/validated"
+OWNED_ANNOTATION = "criops.dev/owned-labels"
+TAINT_KEY = "criops.dev/unvalidated"
+NODE_CONDITION = "CRIRuntimeValidated"
+
+
+def owned_labels(annotations: dict[str, str] | None) -> list[str]:
+    """Label keys criops recorded as its own on this Node."""
+    raw = (annotations or {}).get(OWNED_ANNOTATION, "")
+    try:
+        keys = json.loads(raw) if raw else []
+    except json.JSONDecodeError:
+        return []
+    return sorted(k for k in keys if isinstance(k, str))
+
+
+def desired_labels(runtime: str, validated: bool, extra: dict[str, str]) -> dict[str, str]:
+    """Labels the Node should carry: the extra ones only while the runtime is proven."""
+    labels = {LABEL_RUNTIME: runtime, LABEL_VALIDATED: "true" if validated else "false"}
+    if validated:
+        labels.update(extra)
+    return labels
+
+
+def label_patch(
+    current: dict[str, str] | None, annotations: dict[str, str] | None, desired: dict[str, str]
+) -> tuple[dict[str, Any], list[str]]:
+    """A merge patch for metadata, and the desired keys left alone because someone else owns them.
+
+    A key already on the Node that criops does not own is never overwritten.
+    """
+    current = current or {}
+    owned = set(owned_labels(annotations))
+    conflicts = sorted(k for k, v in desired.items() if k in current and k not in owned and current[k] != v)
+    applied = {k: v for k, v in desired.items() if k not in conflicts}
+    labels: dict[str, str | None] = {k: v for k, v in applied.items() if current.get(k) != v}
+    labels.update({k: None for k in owned - applied.keys() if k in current})
+    new_owned = sorted(applied)
+    patch: dict[str, Any] = {}
+    if labels:
+        patch["labels"] = labels
+    if new_owned != sorted(owned):
+        patch["annotations"] = {OWNED_ANNOTATION: json.dumps(new_owned)}
+    return patch, conflicts
+
+
+def cleanup_patch(current: dict[str, str] | None, annotations: dict[str, str] | None) -> dict[str, Any]:
+    """A merge patch that removes exactly the labels criops owns, and its record of them."""
+    current = current or {}
+    patch: dict[str, Any] = {}
+    labels = {k: None for k in owned_labels(annotations) if k in current}
+    if labels:
+        patch["labels"] = labels
+    if OWNED_ANNOTATION in (annotations or {}):
+        patch["annotations"] = {OWNED_ANNOTATION: None}
+    return patch
+
+
+def taints(current: list[dict[str, Any]] | None, wanted: bool) -> list[dict[str, Any]] | None:
+    """The Node's taints with criops' NoSchedule taint added or removed; None when unchanged."""
+    current = current or []
+    others = [t for t in current if t.get("key") != TAINT_KEY]
+    updated = [*others, {"key": TAINT_KEY, "value": "true", "effect": "NoSchedule"}] if wanted else others
+    return None if updated == current else updated
+
+
+def node_condition(validated: bool, reason: str, message: str, now: str) -> dict[str, str]:
+    """The CRIRuntimeValidated condition criops reports in Node.status.conditions."""
+    return {
+        "type": NODE_CONDITION,
+        "status": "True" if validated else "False",
+        "reason": reason,
+        "message": message[:1024],
+        "lastHeartbeatTime": now,
+        "lastTransitionTime": now,
+    }

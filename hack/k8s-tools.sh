@@ -45,7 +45,7 @@ build_kubernetes() {
   # out. Each is published from the same tag as v0.<minor>.<patch>: require that.
   local staged="v0.${KUBERNETES_VERSION#v1.}" edits=() mod
   for mod in $(cd "$src" && go mod edit -json |
-    jq -r '.Replace[] | select(.New.Path | startswith("./staging/")) | .Old.Path'); do
+    jq -r '.Replace[]? | select(.New.Path | startswith("./staging/")) | .Old.Path'); do
     edits+=("-dropreplace=$mod" "-require=$mod@$staged")
   done
   ((${#edits[@]})) || die "no staging replaces in k8s.io/kubernetes@$KUBERNETES_VERSION's go.mod"
@@ -83,7 +83,7 @@ build_etcd() {
   # are outside its module zip: require the ones published at the same version.
   local edits=() mod
   for mod in $(cd "$src" && go mod edit -json |
-    jq -r '.Replace[] | select(.New.Path | startswith("../")) | .Old.Path'); do
+    jq -r '.Replace[]? | select(.New.Path | startswith("../")) | .Old.Path'); do
     edits+=("-dropreplace=$mod" "-require=$mod@$ETCD_VERSION")
   done
   ((${#edits[@]})) || die "no sibling replaces in go.etcd.io/etcd/server/v3@$ETCD_VERSION's go.mod"

@@ -2,16 +2,9 @@
 
 from __future__ import annotations
 
-import importlib.util
 import tomllib
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
-spec = importlib.util.spec_from_file_location(
-    "containerd_config", ROOT / "roles/containerd/filter_plugins/containerd_config.py"
-)
-config = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(config)
+from filter_plugins import containerd_config as config
 
 EXISTING = """
 version = 2

@@ -2,25 +2,16 @@
 
 from __future__ import annotations
 
-import importlib.util
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
+from filter_plugins import critest_report as report
 
 ROOT = Path(__file__).resolve().parents[2]
 FIXTURES = ROOT / "tests/fixtures/critest"
 
 
-def _load_filters():
-    path = ROOT / "roles/cri_validate/filter_plugins/critest_report.py"
-    spec = importlib.util.spec_from_file_location("critest_report", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-report = _load_filters()
 REAL = (FIXTURES / "containerd-1.6-debian12-runc.xml").read_text()
 
 

@@ -2,18 +2,13 @@
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import pytest
 from criops.core import conditions, status
+from filter_plugins import critest_report as report
 
 ROOT = Path(__file__).resolve().parents[2]
-spec = importlib.util.spec_from_file_location(
-    "critest_report", ROOT / "roles/cri_validate/filter_plugins/critest_report.py"
-)
-report = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(report)
 
 # critest v1.37.0 on containerd 1.6 (Debian 12) before criops' test images were complete.
 SUMMARY = report.critest_summary(

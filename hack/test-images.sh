@@ -239,12 +239,12 @@ for row in "${images[@]}"; do
   log "building $name"
   args=()
   [[ $from == - ]] || args=(--build-arg "BASE=$prefix/$from:build")
-  recipe=${name%%:*}
+  containerfile=${name%%:*}
   if [[ $name == *:* ]]; then
     args+=(--build-arg "VERSION=${name#*:}")
-    name="$recipe-${name#*:}"
+    name="$containerfile-${name#*:}"
   fi
-  build "$name" "$recipe" "$work/$recipe" "${args[@]}"
+  build "$name" "$containerfile" "$work/$containerfile" "${args[@]}"
   # shellcheck disable=SC2086 # refs is a list
   push "$name" $refs
 done

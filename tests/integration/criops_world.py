@@ -92,9 +92,7 @@ def write_inventory(directory: Path, node: Node) -> Path:
     """A YAML inventory for `node` in group containerd, with inventory/local's group_vars.
 
     group_vars are found relative to the inventory file, so they are linked next
-    to it. inventory/local finds the repository (hack/versions.env) relative to
-    its own directory; host variables, which outrank group_vars, point at the
-    real one instead.
+    to it; they find the repository through CRIOPS_ROOT, which run_playbook sets.
     """
     directory.mkdir(parents=True, exist_ok=True)
     group_vars = directory / "group_vars"
@@ -107,8 +105,6 @@ def write_inventory(directory: Path, node: Node) -> Path:
                     "hosts": {
                         node.name: {
                             "ansible_connection": "containers.podman.podman",
-                            "criops_root": str(REPO),
-                            "criops_versions_file": str(REPO / "hack" / "versions.env"),
                         }
                     }
                 }
@@ -142,6 +138,8 @@ def run_playbook(
     env = {
         **os.environ,
         "ANSIBLE_CONFIG": str(REPO / "ansible.cfg"),
+        # How inventory/local's group_vars find the repository from a copied inventory.
+        "CRIOPS_ROOT": str(REPO),
         "ANSIBLE_NOCOLOR": "1",
         "ANSIBLE_FORCE_COLOR": "0",
     }

@@ -3,7 +3,7 @@
 # in hack/versions.env, into $CRIOPS_CACHE/bin/<version>/. A second run is a no-op.
 . "$(dirname "$0")/lib.sh"
 
-export GOMODCACHE="$CRIOPS_CACHE/gomod" GOPATH="$CRIOPS_CACHE/gopath" GOFLAGS=-mod=mod
+go_env
 export CGO_ENABLED=0
 out="$CRIOPS_BIN/cri-tools-$CRI_TOOLS_VERSION"
 
@@ -12,10 +12,9 @@ if [[ -x $out/crictl && -x $out/critest && -x $out/ginkgo ]]; then
   exit 0
 fi
 
-src=$(go mod download -json "sigs.k8s.io/cri-tools@$CRI_TOOLS_VERSION" | jq -r .Dir)
 work=$(mktemp -d)
 trap 'chmod -R u+w "$work"; rm -rf "$work"' EXIT
-cp -r "$src/." "$work/" && chmod -R u+w "$work"
+module_source "sigs.k8s.io/cri-tools@$CRI_TOOLS_VERSION" "$work"
 ldflags="-X sigs.k8s.io/cri-tools/pkg/version.Version=$CRI_TOOLS_VERSION"
 
 log "building crictl and critest $CRI_TOOLS_VERSION"

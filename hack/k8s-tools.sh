@@ -5,7 +5,7 @@
 # minutes on two cores.
 . "$(dirname "$0")/lib.sh"
 
-export GOMODCACHE="$CRIOPS_CACHE/gomod" GOPATH="$CRIOPS_CACHE/gopath" GOFLAGS=-mod=mod
+go_env
 # Static binaries, as upstream ships them. k8s.io/kubernetes carries a go.work
 # that names its staging directories, which its module zip lacks: ignore it.
 export CGO_ENABLED=0 GOWORK=off
@@ -16,16 +16,17 @@ export CGO_ENABLED=0 GOWORK=off
 work=$(mktemp -d)
 trap 'chmod -R u+w "$work"; rm -rf "$work"' EXIT
 
-# fetch MODULE@VERSION DIR: a writable copy of the module's source in DIR, as
-# go build must rewrite go.mod and go.sum and the module cache is read-only.
-# Sets fetched_time to the version's commit time.
-fetched_time=
-fetch() {
-  local info
-  info=$(go mod download -json "$1")
-  mkdir -p "$2"
-  cp -r "$(jq -r .Dir <<<"$info")/." "$2/" && chmod -R u+w "$2"
-  fetched_time=$(jq -r .Time "$(jq -r .Info <<<"$info")")
+# pin_replaced DIR PREFIX VERSION: drop the go.mod replaces whose target starts
+# with PREFIX (directories the module zip does not contain) and require the
+# published modules at VERSION instead.
+pin_replaced() {
+  local edits=() mod
+  for mod in $(cd "$1" && go mod edit -json |
+    jq -r --arg prefix "$2" '.Replace[]? | select(.New.Path | startswith($prefix)) | .Old.Path'); do
+    edits+=("-dropreplace=$mod" "-require=$mod@$3")
+  done
+  ((${#edits[@]})) || die "no replaces to $2 in $1/go.mod"
+  (cd "$1" && go mod edit "${edits[@]}")
 }
 
 # Lower priority: the builds keep both cores busy for minutes, and tests or a
@@ -38,25 +39,20 @@ build_kubernetes() {
     log "kubernetes $KUBERNETES_VERSION already built in $out"
     return
   fi
-  fetch "k8s.io/kubernetes@$KUBERNETES_VERSION" "$src"
+  module_source "k8s.io/kubernetes@$KUBERNETES_VERSION" "$src"
 
   # k8s.io/kubernetes replaces its staging modules (k8s.io/api, client-go, ...)
   # with ./staging/src/k8s.io/<name>, nested modules that its module zip leaves
   # out. Each is published from the same tag as v0.<minor>.<patch>: require that.
-  local staged="v0.${KUBERNETES_VERSION#v1.}" edits=() mod
-  for mod in $(cd "$src" && go mod edit -json |
-    jq -r '.Replace[]? | select(.New.Path | startswith("./staging/")) | .Old.Path'); do
-    edits+=("-dropreplace=$mod" "-require=$mod@$staged")
-  done
-  ((${#edits[@]})) || die "no staging replaces in k8s.io/kubernetes@$KUBERNETES_VERSION's go.mod"
-  (cd "$src" && go mod edit "${edits[@]}")
+  local staged="v0.${KUBERNETES_VERSION#v1.}"
+  pin_replaced "$src" ./staging/ "$staged"
 
   # What upstream's hack/lib/version.sh stamps, so that --version and
   # `kubectl version` report the release. The commit is not known here.
   local major=${KUBERNETES_MINOR%%.*} minor=${KUBERNETES_MINOR#*.} ldflags="-s -w" pkg
   for pkg in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
     ldflags+=" -X $pkg.gitVersion=$KUBERNETES_VERSION -X $pkg.gitMajor=$major -X $pkg.gitMinor=$minor"
-    ldflags+=" -X $pkg.gitTreeState=archive -X $pkg.buildDate=$fetched_time"
+    ldflags+=" -X $pkg.gitTreeState=archive -X $pkg.buildDate=$module_time"
   done
 
   rm -rf "$out.tmp" && mkdir -p "$out.tmp"
@@ -77,17 +73,11 @@ build_etcd() {
     log "etcd $ETCD_VERSION already built in $out"
     return
   fi
-  fetch "go.etcd.io/etcd/server/v3@$ETCD_VERSION" "$src"
+  module_source "go.etcd.io/etcd/server/v3@$ETCD_VERSION" "$src"
 
   # The server module replaces its sibling modules with ../api and so on, which
   # are outside its module zip: require the ones published at the same version.
-  local edits=() mod
-  for mod in $(cd "$src" && go mod edit -json |
-    jq -r '.Replace[]? | select(.New.Path | startswith("../")) | .Old.Path'); do
-    edits+=("-dropreplace=$mod" "-require=$mod@$ETCD_VERSION")
-  done
-  ((${#edits[@]})) || die "no sibling replaces in go.etcd.io/etcd/server/v3@$ETCD_VERSION's go.mod"
-  (cd "$src" && go mod edit "${edits[@]}")
+  pin_replaced "$src" ../ "$ETCD_VERSION"
 
   rm -rf "$out.tmp" && mkdir -p "$out.tmp"
   log "building etcd $ETCD_VERSION"

@@ -4,13 +4,13 @@ VENV := .venv/bin
 export PATH := $(CURDIR)/$(VENV):$(PATH)
 export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 
-.PHONY: bootstrap demo test lint unit integration molecule bench clean
+.PHONY: bootstrap demo test lint unit integration molecule bench bench-operator image clean
 
 bootstrap:
 	hack/bootstrap.sh
 
-## The main job on this machine: a local test host provisioned by site.yml and
-## proven by validate.yml, ending with the critest table.
+## The main job on this machine: a local test host and API server, the operator,
+## a RuntimeNode applied and shown Ready with its critest table.
 demo: bootstrap
 	hack/demo.sh
 
@@ -33,6 +33,12 @@ molecule:
 
 bench: bootstrap
 	hack/bench.sh
+
+bench-operator: bootstrap
+	$(VENV)/python hack/bench-operator.py
+
+image: bootstrap
+	hack/operator-image.sh
 
 clean:
 	hack/local-host.sh down

@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 from control_plane import ControlPlane
 from criops_world import REPO, ArtifactServer, Node, Tarball, local_host, write_inventory
+from operator_world import install_crd
 
 
 @pytest.fixture(scope="module")
@@ -93,11 +94,6 @@ def control_plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlP
 @pytest.fixture(scope="session")
 def kubeconfig_with_crd(control_plane: ControlPlane) -> Path:
     """The control plane's kubeconfig, with crds/ installed and established."""
-    applied = control_plane.kubectl("apply", "-f", str(REPO / "crds"))
-    assert applied.returncode == 0, applied.stderr
-    established = control_plane.kubectl(
-        "wait", "--for=condition=Established", "crd/runtimenodes.criops.dev", "--timeout=60s", timeout=90
-    )
-    assert established.returncode == 0, established.stderr
+    install_crd(control_plane)
     assert control_plane.kubeconfig is not None
     return control_plane.kubeconfig

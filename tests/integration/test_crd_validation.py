@@ -131,3 +131,9 @@ def test_node_name_is_immutable(kubeconfig_with_crd: Path):
     assert patched.returncode != 0
     assert "nodeName is immutable" in patched.stderr
     kubectl(kubeconfig_with_crd, "delete", "rn", name)
+
+
+def test_the_documented_example_is_accepted(kubeconfig_with_crd: Path):
+    example = Path(__file__).resolve().parents[2] / "operator" / "examples" / "runtimenode.yaml"
+    created = kubectl(kubeconfig_with_crd, "create", "--dry-run=server", "-f", str(example))
+    assert created.returncode == 0, created.stderr

@@ -1,0 +1,209 @@
+#!/usr/bin/env python3
+"""Operator benchmarks: figures, not pass/fail. Prints Markdown for docs/benchmarks.md.
+
+    hack/bench-operator.py [count]     (default 1000)
+
+scale:   a throwaway control plane; the operator under its ServiceAccount;
+         `count` Nodes and `count` RuntimeNodes with spec.suspend (validation
+         off). Operator RSS idle and with all of them handled, time to handle
+         them all, and the latency of a label + status update under that load
+         (p50/p99 over 100 spec changes, each measured to the Node label and to
+         status.observedGeneration).
+ready:   a provisioned test host and one RuntimeNode: apply -> Ready, minus
+         what critest itself took, split into the operator's own share and the
+         playbook's (SSH, probe, smoke pod).
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from datetime import datetime
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests" / "integration"))
+
+from control_plane import ControlPlane  # noqa: E402
+from criops_world import LOCAL_INVENTORY, local_host  # noqa: E402
+from operator_world import (  # noqa: E402
+    SSH_SECRET,
+    OperatorProcess,
+    install_crd,
+    install_operator_access,
+    kubectl_json,
+    register_node,
+    runs,
+)
+
+# A focused critest keeps the benchmark short; the overhead does not depend on it.
+FOCUS = ["Runtime info", "PodSandbox", "Container "]
+
+
+def rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def apply_list(plane: ControlPlane, items: list[dict]) -> None:
+    for start in range(0, len(items), 200):
+        chunk = {"apiVersion": "v1", "kind": "List", "items": items[start : start + 200]}
+        done = plane.kubectl("create", "-f", "-", stdin=json.dumps(chunk), timeout=300)
+        assert done.returncode == 0, done.stderr[-2000:]
+
+
+def parse_time(text: str) -> float:
+    return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+
+
+def scale(workdir: Path, count: int) -> list[str]:
+    plane = ControlPlane(workdir / "control-plane").start()
+    operator = None
+    try:
+        install_crd(plane)
+        kubeconfig = install_operator_access(plane, workdir)
+        (workdir / "state").mkdir()
+        operator = OperatorProcess(kubeconfig, workdir / "state", workdir / "operator.log", probe_tick=15).start()
+        time.sleep(15)
+        idle = rss_mib(operator.process.pid)
+
+        names = [f"bench-{i:04d}" for i in range(count)]
+        apply_list(plane, [{"apiVersion": "v1", "kind": "Node", "metadata": {"name": n}} for n in names])
+        started = time.monotonic()
+        apply_list(
+            plane,
+            [
+                {
+                    "apiVersion": "criops.dev/v1alpha1",
+                    "kind": "RuntimeNode",
+                    "metadata": {"name": n},
+                    "spec": {
+                        "nodeName": n,
+                        "runtime": "containerd",
+                        "suspend": True,
+                        "access": {"connection": "local"},
+                    },
+                }
+                for n in names
+            ],
+        )
+        while True:
+            items = kubectl_json(plane, "get", "runtimenodes")["items"]
+            handled = sum(1 for i in items if i.get("status", {}).get("observedGeneration") == 1)
+            if handled == count:
+                break
+            time.sleep(2)
+        handled_in = time.monotonic() - started
+        time.sleep(20)
+        loaded = rss_mib(operator.process.pid)
+
+        label_ms, status_ms = [], []
+        for name in random.Random(7).sample(names, 100):
+            patch = json.dumps({"spec": {"runtime": "crun"}})
+            before = time.monotonic()
+            plane.kubectl("patch", "runtimenode", name, "--type=merge", "-p", patch)
+            label_done = status_done = None
+            while label_done is None or status_done is None:
+                now = time.monotonic()
+                if label_done is None:
+                    node = kubectl_json(plane, "get", "node", name)
+                    if node["metadata"].get("labels", {}).get("criops.dev/runtime") == "crun":
+                        label_done = now
+                if status_done is None:
+                    status = kubectl_json(plane, "get", "runtimenode", name).get("status", {})
+                    if status.get("observedGeneration") == 2:
+                        status_done = now
+            label_ms.append((label_done - before) * 1000)
+            status_ms.append((status_done - before) * 1000)
+
+        def pct(values: list[float], q: int) -> float:
+            return statistics.quantiles(values, n=100)[q - 1]
+
+        label = f"{pct(label_ms, 50):.0f} / {pct(label_ms, 99):.0f}"
+        status = f"{pct(status_ms, 50):.0f} / {pct(status_ms, 99):.0f}"
+        return [
+            f"| operator RSS, idle (MiB) | {idle:.0f} |",
+            f"| operator RSS, {count} RuntimeNodes handled (MiB) | {loaded:.0f} |",
+            f"| time to handle {count} new RuntimeNodes (s) | {handled_in:.1f} |",
+            f"| Node label update after a spec change, p50 / p99 (ms) | {label} |",
+            f"| status update after a spec change, p50 / p99 (ms) | {status} |",
+        ]
+    finally:
+        if operator is not None:
+            operator.stop()
+        plane.stop()
+
+
+def ready(workdir: Path) -> list[str]:
+    host, rn = "criops-bench-operator", "bench"
+    local_host("down", host)
+    assert local_host("up", host).returncode == 0
+    plane = ControlPlane(workdir / "control-plane-ready").start()
+    operator = None
+    try:
+        port = int(
+            subprocess.run(["podman", "port", host, "22/tcp"], capture_output=True, text=True).stdout.split(":")[-1]
+        )
+        inventory = workdir / "hosts.json"
+        inventory.write_text(json.dumps({"all": {"children": {"containerd": {"hosts": {host: {
+            "ansible_host": "127.0.0.1", "ansible_port": port}}}}}}))  # fmt: skip
+        (workdir / "group_vars").symlink_to(LOCAL_INVENTORY / "group_vars")
+        subprocess.run([str(Path(sys.executable).parent / "ansible-playbook"), "-i", str(inventory),
+                        str(ROOT / "playbooks" / "site.yml")], check=True, capture_output=True)  # fmt: skip
+        install_crd(plane)
+        kubeconfig = install_operator_access(plane, workdir)
+        register_node(plane, host, {}, [])
+        (workdir / "state-ready").mkdir()
+        operator = OperatorProcess(kubeconfig, workdir / "state-ready", workdir / "operator-ready.log").start()
+        time.sleep(10)
+        manifest = {"apiVersion": "criops.dev/v1alpha1", "kind": "RuntimeNode", "metadata": {"name": rn},
+                    "spec": {"nodeName": host, "runtime": "containerd",
+                             "access": {"host": "127.0.0.1", "port": port, "sshKeySecretRef": {"name": SSH_SECRET}},
+                             "validation": {"parallel": 2, "focus": FOCUS}}}  # fmt: skip
+        applied = time.time()
+        plane.kubectl("apply", "-f", "-", stdin=json.dumps(manifest))
+        while True:
+            status = kubectl_json(plane, "get", "runtimenode", rn).get("status", {})
+            if status.get("phase") in ("Ready", "Failed"):
+                break
+            time.sleep(0.2)
+        ready_at = time.time()
+        record = runs(workdir / "state-ready", rn)[-1]
+        run_start = datetime.strptime(record["startedAt"], "%Y%m%dT%H%M%S.%fZ").timestamp() - time.timezone
+        run_end = parse_time(record["finishedAt"])
+        critest_s = status["critest"]["durationSeconds"]
+        total = ready_at - applied
+        operator_share = (run_start - applied) + (ready_at - run_end)
+        return [
+            f"| apply -> {status['phase']}, critest focused on {status['critest']['result']} specs (s) | {total:.1f} |",
+            f"| of which critest itself (s) | {critest_s:.1f} |",
+            f"| apply -> Ready minus critest (s) | {total - critest_s:.1f} |",
+            f"| of which the operator: apply -> playbook start, playbook end -> Ready (s) | {operator_share:.1f} |",
+            f"| of which the playbook around critest (SSH, probe, smoke) (s) | {record['seconds'] - critest_s:.1f} |",
+        ]
+    finally:
+        if operator is not None:
+            operator.stop()
+        plane.stop()
+        local_host("down", host)
+
+
+def main() -> None:
+    count = int(sys.argv[1]) if len(sys.argv) > 1 else 1000
+    workdir = ROOT / "artifacts" / "bench-operator"
+    shutil.rmtree(workdir, ignore_errors=True)
+    workdir.mkdir(parents=True)
+    rows = ready(workdir) + scale(workdir, count)
+    print("| operator figure | value |\n| --- | ---: |")
+    print("\n".join(rows))
+
+
+if __name__ == "__main__":
+    main()

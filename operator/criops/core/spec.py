@@ -1,0 +1,243 @@
+"""A RuntimeNode's spec, checked again and resolved into what a run needs.
+
+The CRD's schema and CEL rules refuse most bad input at the API server; these
+checks repeat the ones that guard the node (an object stored before a schema
+change, or created with validation off, must not reach Ansible unchecked).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+# What each runtime means for criops: where its CRI socket is, which inventory
+# group provisions it, and which containerd handler proves it.
+RUNTIMES: dict[str, dict[str, str]] = {
+    "containerd": {"endpoint": "unix:///run/containerd/containerd.sock", "group": "containerd", "handler": "runc"},
+    "crun": {"endpoint": "unix:///run/containerd/containerd.sock", "group": "containerd", "handler": "crun"},
+    "kata": {"endpoint": "unix:///run/containerd/containerd.sock", "group": "kata", "handler": "kata"},
+    "virtlet": {"endpoint": "unix:///run/virtlet.sock", "group": "virtlet", "handler": ""},
+    "singularity-cri": {"endpoint": "unix:///var/run/singularity.sock", "group": "singularity_cri", "handler": ""},
+}
+HANDLER_RUNTIMES = frozenset({"containerd", "crun", "kata"})
+
+NAME = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+_HANDLER = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+_HOST = re.compile(r"^[A-Za-z0-9]([-A-Za-z0-9.:]*[A-Za-z0-9])?$")
+_USER = re.compile(r"^[a-z_][a-z0-9_-]*$")
+_ENDPOINT = re.compile(r"^unix:///[^\s]+$")
+_VARIABLE = re.compile(r"^[a-z][a-z0-9_]*$")
+_DURATION = re.compile(r"(\d+)(s|m|h)")
+# Variables that would let a RuntimeNode redirect Ansible itself (connection,
+# become, interpreter) or criops' own plumbing.
+_RESERVED_VAR_PREFIXES = ("ansible_", "criops_")
+
+
+class SpecError(ValueError):
+    """A spec field that cannot be acted on: `field` says which, the message what was expected."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"spec.{field}: {message}")
+        self.field = field
+
+
+@dataclass(frozen=True)
+class Access:
+    connection: str
+    host: str
+    port: int
+    user: str
+    secret: str
+
+
+@dataclass(frozen=True)
+class Validation:
+    critest: bool
+    focus: tuple[str, ...]
+    skip: tuple[str, ...]
+    expected_failures: tuple[str, ...]
+    parallel: int
+    interval_seconds: int
+    timeout_seconds: int
+    test_images: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Target:
+    """Everything one RuntimeNode asks for, checked and with defaults filled in."""
+
+    node: str
+    runtime: str
+    group: str
+    endpoint: str
+    handler: str
+    access: Access
+    validation: Validation
+    provision: bool
+    provision_vars: dict[str, Any]
+    labels: dict[str, str]
+    taint_until_validated: bool
+
+
+def parse_duration(text: str) -> int:
+    """Seconds in a Go-style duration of s/m/h parts, e.g. 1h30m."""
+    if not text or _DURATION.sub("", text) != "":
+        raise ValueError(f"'{text}' is not a duration like 30s, 5m or 1h30m")
+    scale = {"s": 1, "m": 60, "h": 3600}
+    return sum(int(n) * scale[unit] for n, unit in _DURATION.findall(text))
+
+
+def _string_list(path: str, value: Any, patterns: bool = False) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+        raise SpecError(path, "expected a list of non-empty strings")
+    if patterns:
+        # ginkgo reads these as Go regular expressions; the schema cannot parse
+        # them, so a broken one would only show as a critest error on the node.
+        for index, pattern in enumerate(value):
+            try:
+                re.compile(pattern)
+            except re.error as error:
+                raise SpecError(f"{path}[{index}]", f"expected a regular expression, {pattern!r}: {error}") from None
+    return tuple(value)
+
+
+def _access(spec: dict[str, Any]) -> Access:
+    access = spec.get("access")
+    if not isinstance(access, dict):
+        raise SpecError(
+            "access", "required: how Ansible reaches the node ({connection, host, port, user, sshKeySecretRef})"
+        )
+    connection = access.get("connection", "ssh")
+    if connection not in ("ssh", "local"):
+        raise SpecError("access.connection", f"expected ssh or local, got {connection!r}")
+    host = access.get("host", "")
+    secret = (access.get("sshKeySecretRef") or {}).get("name", "")
+    if connection == "ssh":
+        if not isinstance(host, str) or not _HOST.match(host):
+            raise SpecError("access.host", f"expected a DNS name or IP address, got {host!r}")
+        if not isinstance(secret, str) or not NAME.match(secret):
+            raise SpecError("access.sshKeySecretRef.name", f"expected the name of a Secret, got {secret!r}")
+    port = access.get("port", 22)
+    if not isinstance(port, int) or isinstance(port, bool) or not 1 <= port <= 65535:
+        raise SpecError("access.port", f"expected a port number 1-65535, got {port!r}")
+    user = access.get("user", "root")
+    if not isinstance(user, str) or not _USER.match(user):
+        raise SpecError("access.user", f"expected a login name like root, got {user!r}")
+    return Access(connection, host, port, user, secret)
+
+
+def _validation(spec: dict[str, Any]) -> Validation:
+    raw = spec.get("validation") or {}
+    if not isinstance(raw, dict):
+        raise SpecError("validation", "expected an object")
+    try:
+        interval = parse_duration(raw.get("interval", "5m"))
+    except ValueError as error:
+        raise SpecError("validation.interval", str(error)) from None
+    if not 30 <= interval <= 86400:
+        raise SpecError("validation.interval", "expected between 30s and 24h")
+    parallel = raw.get("parallel", 1)
+    if not isinstance(parallel, int) or not 1 <= parallel <= 8:
+        raise SpecError("validation.parallel", f"expected 1-8, got {parallel!r}")
+    timeout = raw.get("timeoutSeconds", 1800)
+    if not isinstance(timeout, int) or not 60 <= timeout <= 7200:
+        raise SpecError("validation.timeoutSeconds", f"expected 60-7200, got {timeout!r}")
+    images = raw.get("testImages") or {}
+    if not isinstance(images, dict) or not all(isinstance(v, str) and v for v in images.values()):
+        raise SpecError("validation.testImages", "expected image references as strings")
+    return Validation(
+        critest=bool(raw.get("critest", True)),
+        focus=_string_list("validation.focus", raw.get("focus"), patterns=True),
+        skip=_string_list("validation.skip", raw.get("skip"), patterns=True),
+        expected_failures=_string_list("validation.expectedFailures", raw.get("expectedFailures")),
+        parallel=parallel,
+        interval_seconds=interval,
+        timeout_seconds=timeout,
+        test_images=dict(images),
+    )
+
+
+def _provision_vars(spec: dict[str, Any]) -> tuple[bool, dict[str, Any]]:
+    provision = spec.get("provision") or {}
+    extra = provision.get("extraVars") or {}
+    if not isinstance(extra, dict):
+        raise SpecError("provision.extraVars", "expected an object of role variables")
+    for key in extra:
+        if not isinstance(key, str) or not _VARIABLE.match(key):
+            raise SpecError(f"provision.extraVars.{key}", "expected a role variable name (lower case, digits, _)")
+        if key.startswith(_RESERVED_VAR_PREFIXES):
+            raise SpecError(
+                f"provision.extraVars.{key}",
+                "ansible_* and criops_* variables are not accepted: connection and become come from spec.access",
+            )
+    return bool(provision.get("enabled", False)), dict(extra)
+
+
+def resolve(spec: dict[str, Any]) -> Target:
+    """The spec checked field by field; raises SpecError naming the first bad field."""
+    node = spec.get("nodeName")
+    if not isinstance(node, str) or not NAME.match(node) or len(node) > 253:
+        raise SpecError("nodeName", f"expected the name of a Node, got {node!r}")
+    runtime = spec.get("runtime")
+    if runtime not in RUNTIMES:
+        raise SpecError("runtime", f"expected one of {', '.join(RUNTIMES)}, got {runtime!r}")
+    defaults = RUNTIMES[runtime]
+    endpoint = spec.get("criEndpoint", defaults["endpoint"])
+    if not isinstance(endpoint, str) or not _ENDPOINT.match(endpoint):
+        raise SpecError("criEndpoint", f"expected unix:///path/to/socket, got {endpoint!r}")
+    handler = spec.get("runtimeHandler", defaults["handler"])
+    if "runtimeHandler" in spec:
+        if runtime not in HANDLER_RUNTIMES:
+            raise SpecError("runtimeHandler", f"runtime {runtime} has no runtime handlers")
+        if not isinstance(handler, str) or not _HANDLER.match(handler):
+            raise SpecError("runtimeHandler", f"expected a RuntimeClass handler name, got {handler!r}")
+        if runtime == "kata" and handler != "kata":
+            raise SpecError("runtimeHandler", "runtime kata validates the containerd handler 'kata'")
+    labels = spec.get("labels") or {}
+    if not isinstance(labels, dict) or any(str(k).startswith("criops.dev/") for k in labels):
+        raise SpecError("labels", "expected extra Node labels outside the criops.dev/ prefix")
+    provision, provision_vars = _provision_vars(spec)
+    return Target(
+        node=node,
+        runtime=runtime,
+        group=defaults["group"],
+        endpoint=endpoint,
+        handler=handler,
+        access=_access(spec),
+        validation=_validation(spec),
+        provision=provision,
+        provision_vars=provision_vars,
+        labels={str(k): str(v) for k, v in labels.items()},
+        taint_until_validated=bool(spec.get("taintUntilValidated", False)),
+    )
+
+
+def validate_vars(target: Target, critest: bool, report_dir: str, failures_listed: int) -> dict[str, Any]:
+    """Extra variables for playbooks/validate.yml on this node (passed as JSON, never through a shell)."""
+    variables: dict[str, Any] = {
+        "criops_validate_hosts": target.node,
+        "cri_validate_endpoint": target.endpoint,
+        "cri_validate_handlers": [target.handler],
+        "cri_validate_critest_enabled": critest,
+        "cri_validate_critest_focus": list(target.validation.focus),
+        "cri_validate_critest_skip": list(target.validation.skip),
+        "cri_validate_critest_parallel": target.validation.parallel,
+        "cri_validate_critest_timeout": target.validation.timeout_seconds,
+        "cri_validate_report_dir": report_dir,
+        # Every failed name, so expectedFailures can be matched exactly.
+        "cri_validate_failures_listed": failures_listed,
+    }
+    if target.validation.test_images:
+        variables["cri_validate_test_images_override"] = dict(target.validation.test_images)
+    return variables
+
+
+def kubelet_speaks_only_v1(kubelet_version: str) -> bool:
+    """kubelet 1.26 dropped CRI v1alpha2: True for such a kubelet (e.g. v1.37.2)."""
+    match = re.match(r"^v?(\d+)\.(\d+)", kubelet_version or "")
+    if not match:
+        return True  # An unknown kubelet is assumed current.
+    return (int(match.group(1)), int(match.group(2))) >= (1, 26)

@@ -1,0 +1,180 @@
+"""kopf entry points for RuntimeNodes: thin — gather, call criops.reconcile, write.
+
+Run with: kopf run --standalone --all-namespaces -m criops.handlers
+(`operator/` on PYTHONPATH; see operator/manifests/deployment.yaml).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import defaultdict
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+import kopf
+
+from .core.spec import SpecError, resolve
+from .kube import client, nodes
+from .reconcile import Reconciler, StatusWriter, TransientError, probe_due, validated_generation
+from .settings import Settings
+
+GROUP, VERSION, PLURAL = client.GROUP, client.VERSION, client.PLURAL
+FINALIZER = "criops.dev/node-cleanup"
+RETRY_DELAY = 60
+
+SETTINGS = Settings.from_env()
+RECONCILER = Reconciler(SETTINGS)
+# One lock per RuntimeNode: a spec handler and the probe timer never run a
+# playbook for the same node at the same time.
+LOCKS: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
+# Generations validated by this process (kopf may call create and resume
+# handlers in one cycle with the same, older body).
+DONE: dict[str, int] = {}
+
+
+@kopf.on.startup()
+def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
+    settings.persistence.finalizer = FINALIZER
+    settings.persistence.progress_storage = kopf.StatusProgressStorage()
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        prefix="criops.dev", key="last-handled-configuration"
+    )
+    # criops posts its own Events, into its own namespace (RBAC allows nothing
+    # else); kopf's handler chatter stays in the log.
+    settings.posting.enabled = False
+    # Every timer tick would log a success line; criops logs each run it starts.
+    logging.getLogger("kopf.objects").setLevel(logging.WARNING)
+    settings.networking.connect_timeout = 10
+    settings.networking.request_timeout = 120
+    settings.watching.server_timeout = 300
+    settings.watching.client_timeout = 330
+    settings.batching.worker_limit = 64
+    settings.execution.max_workers = 8
+
+
+# Events are posted in the background: a slow API server never holds up a reconcile.
+_POSTING: set[asyncio.Task[None]] = set()
+
+
+def _poster(body: kopf.Body) -> Callable[[str, str, str], None]:
+    obj = {"metadata": dict(body.metadata)}
+
+    def post(kind: str, reason: str, message: str) -> None:
+        task = asyncio.ensure_future(_post(obj, kind, reason, message))
+        _POSTING.add(task)
+        task.add_done_callback(_POSTING.discard)
+
+    return post
+
+
+async def _post(obj: dict[str, Any], kind: str, reason: str, message: str) -> None:
+    try:
+        await client.post_event(SETTINGS.namespace, obj, kind, reason, message)
+    except Exception as error:  # An Event lost is logged, never fatal.
+        logging.getLogger(__name__).warning("could not post Event %s: %s", reason, error)
+
+
+def _writer(body: kopf.Body, name: str, generation: int, status: kopf.Status) -> StatusWriter:
+    current = {k: v for k, v in dict(status).items() if k != "kopf"}
+    return StatusWriter(name, generation, current, _poster(body))
+
+
+@kopf.on.resume(GROUP, VERSION, PLURAL)
+@kopf.on.create(GROUP, VERSION, PLURAL)
+@kopf.on.update(GROUP, VERSION, PLURAL, field="spec")
+async def reconcile(
+    body: kopf.Body,
+    spec: kopf.Spec,
+    status: kopf.Status,
+    meta: kopf.Meta,
+    name: str,
+    uid: str,
+    logger: kopf.Logger,
+    **_: Any,
+) -> None:
+    """Provision (when asked), validate, label: once per generation."""
+    generation = int(meta["generation"])
+    async with LOCKS[uid]:
+        writer = _writer(body, name, generation, status)
+        if DONE.get(uid) == generation or validated_generation(writer.status) == generation:
+            logger.info("generation %s already validated: nothing to do", generation)
+            DONE[uid] = generation
+            return
+        try:
+            target = resolve(dict(spec))
+        except SpecError as error:
+            # Refused before anything touches the node; the next spec change is looked at again.
+            _poster(body)("Warning", "InvalidSpec", str(error))
+            await writer.write(
+                ("Validated", "False", "InvalidSpec", str(error)),
+                ("Ready", "False", "InvalidSpec", str(error)),
+                observedGeneration=generation,
+            )
+            await RECONCILER.withdraw(spec, str(error))
+            DONE[uid] = generation
+            return
+        try:
+            if spec.get("suspend"):
+                await RECONCILER.suspend(writer, target)
+                DONE[uid] = generation
+                return
+            if writer.phase() != "Ready":
+                # Not proven yet: say so on the Node (validated=false, the taint if asked for).
+                await RECONCILER.label_node(writer, target, False, "NotValidated", "validation pending")
+            if not target.provision or await RECONCILER.provision(writer, name, target):
+                await RECONCILER.validate(writer, name, target)
+        except TransientError as error:
+            _poster(body)("Warning", "Waiting", str(error))
+            await writer.write(("Validated", "False", "Waiting", str(error)), ("Ready", "False", "Waiting", str(error)))
+            raise kopf.TemporaryError(str(error), delay=RETRY_DELAY) from None
+        DONE[uid] = generation
+
+
+@kopf.timer(GROUP, VERSION, PLURAL, interval=SETTINGS.probe_tick, initial_delay=SETTINGS.probe_tick)
+async def probe(
+    body: kopf.Body,
+    spec: kopf.Spec,
+    status: kopf.Status,
+    meta: kopf.Meta,
+    name: str,
+    uid: str,
+    logger: kopf.Logger,
+    **_: Any,
+) -> None:
+    """The light probe (CRI Version/Status + smoke pod) once per spec.validation.interval."""
+    lock = LOCKS[uid]
+    if lock.locked() or spec.get("suspend"):
+        return
+    generation = int(meta["generation"])
+    try:
+        target = resolve(dict(spec))
+    except SpecError:
+        return  # reported by the spec handler
+    if not probe_due(dict(status), generation, target.validation.interval_seconds, datetime.now(UTC)):
+        return
+    async with lock:
+        writer = _writer(body, name, generation, status)
+        try:
+            await RECONCILER.validate(writer, name, target, timer=True)
+        except TransientError as error:
+            logger.warning("probe of %s postponed: %s", name, error)
+
+
+@kopf.on.delete(GROUP, VERSION, PLURAL)
+async def delete(body: kopf.Body, spec: kopf.Spec, name: str, uid: str, logger: kopf.Logger, **_: Any) -> None:
+    """Take exactly criops' labels, condition and taint off the Node; nothing else."""
+    node = spec.get("nodeName")
+    async with LOCKS[uid]:
+        if isinstance(node, str) and node:
+            found = await nodes.cleanup(node)
+            logger.info("Node %s %s", node, "cleaned up" if found else "is gone: nothing to clean up")
+    LOCKS.pop(uid, None)
+    DONE.pop(uid, None)
+
+
+@kopf.on.probe(id="runs")
+def active_runs(**_: Any) -> int:
+    """Playbook slots in use, for the liveness endpoint's report."""
+    return SETTINGS.concurrency - RECONCILER.pool.free_slots()

@@ -1,0 +1,1 @@
+"""The operator's side of the Kubernetes API: Nodes, Secrets, RuntimeNode status."""

@@ -1,0 +1,230 @@
+"""What the operator does for one RuntimeNode: provision, validate or probe, label, report.
+
+kopf's handlers (handlers.py) call into here; status is written as each step
+starts and ends, so `kubectl get rn` shows Provisioning/Validating while a long
+run goes on, and an operator that restarts finds the truth in the object.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from .ansible_run import PlaybookPool, RunResult
+from .core import conditions as cond
+from .core import status as st
+from .core.spec import NAME, RUNTIMES, Target, kubelet_speaks_only_v1, validate_vars
+from .kube import client, nodes
+from .settings import Settings
+
+log = logging.getLogger(__name__)
+
+# Validated reasons that mean this generation's proof held at some point; only
+# then does the probe timer run (a failed proof waits for a spec change).
+PROVEN_REASONS = frozenset({"CritestPassed", "ProbePassed", "ProbeFailed"})
+
+
+def now() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+class TransientError(Exception):
+    """Something outside the spec is not there yet (Node, Secret, SSH); worth retrying."""
+
+
+@dataclass
+class StatusWriter:
+    """The RuntimeNode's status as criops last wrote it; every change goes to the API at once."""
+
+    name: str
+    generation: int
+    status: dict[str, Any]
+    post: Callable[[str, str, str], None]
+    # Set once the endpoint is known to speak only CRI v1alpha2 under a current kubelet.
+    unsupported: bool = False
+
+    @property
+    def conditions(self) -> list[dict[str, Any]]:
+        return list(self.status.get("conditions") or [])
+
+    def phase(self) -> str:
+        return self.status.get("phase", "Pending")
+
+    async def write(self, *updates: tuple[str, str, str, str], **fields: Any) -> None:
+        """Set conditions (type, status, reason, message) and fields; derive the phase; patch."""
+        conditions = self.conditions
+        stamp = now()
+        for type_, state, reason, message in updates:
+            conditions = cond.set_condition(conditions, type_, state, reason, message, self.generation, stamp)  # type: ignore[arg-type]
+        before = self.phase()
+        after = st.phase(conditions, unsupported=self.unsupported)
+        patch: dict[str, Any] = {"conditions": conditions, "phase": after, **fields}
+        await client.patch_status(self.name, patch)
+        self.status.update(patch)
+        if after != before:
+            ready = cond.find(conditions, "Ready") or {}
+            kind = "Normal" if after in ("Ready", "Provisioning", "Validating", "Pending") else "Warning"
+            message = ready.get("message") or after
+            self.post(kind, after, f"{before} -> {after}: {message}")
+
+
+class Reconciler:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.pool = PlaybookPool(settings)
+
+    async def _ssh_key(self, target: Target) -> str | None:
+        if target.access.connection != "ssh":
+            return None
+        try:
+            return await client.ssh_key(self.settings.namespace, target.access.secret)
+        except client.SecretError as error:
+            raise TransientError(str(error)) from None
+
+    async def _run(
+        self, name: str, playbook: str, target: Target, extravars: dict[str, Any], timeout: int, meta: dict[str, Any]
+    ) -> RunResult:
+        key = await self._ssh_key(target)
+        return await self.pool.run(name, playbook, target, extravars, timeout, ssh_key=key, meta=meta)
+
+    async def label_node(
+        self, writer: StatusWriter, target: Target, validated: bool, reason: str, message: str
+    ) -> bool:
+        """Node labels/condition/taint for the verdict; NodeLabeled and Ready follow. True when labeled."""
+        result = await nodes.apply(
+            target.node, target.runtime, validated, reason, message, target.labels, target.taint_until_validated, now()
+        )
+        if not result.found:
+            await writer.write(
+                ("NodeLabeled", "False", "NodeNotFound", f"Node {target.node} does not exist"),
+                ("Ready", "False", "NodeNotFound", f"Node {target.node} does not exist"),
+            )
+            return False
+        shown = ", ".join(
+            f"{k}={v}"
+            for k, v in sorted(nodes.node_labels.desired_labels(target.runtime, validated, target.labels).items())
+        )
+        labeled = ("NodeLabeled", "True", "Labeled", f"Node {target.node}: {shown}")
+        if result.conflicts:
+            labeled = (
+                "NodeLabeled",
+                "False",
+                "LabelConflict",
+                f"labels set by someone else left alone: {', '.join(result.conflicts)}",
+            )
+        ready_ok = validated and labeled[1] == "True"
+        ready = ("Ready", "True", "Proven", message) if ready_ok else ("Ready", "False", reason, message)
+        await writer.write(labeled, ready)
+        return ready_ok
+
+    async def withdraw(self, spec: dict[str, Any], message: str) -> None:
+        """An unusable spec: criops no longer vouches for the Node (validated=false), if it can name it."""
+        node, runtime = spec.get("nodeName"), spec.get("runtime")
+        if not (isinstance(node, str) and NAME.match(node) and isinstance(runtime, str) and runtime in RUNTIMES):
+            return
+        await nodes.apply(node, runtime, False, "InvalidSpec", message, {}, False, now())
+
+    async def suspend(self, writer: StatusWriter, target: Target) -> None:
+        await writer.write(
+            ("Validated", "Unknown", "Suspended", "spec.suspend is true: criops does not validate"),
+            observedGeneration=writer.generation,
+        )
+        await self.label_node(writer, target, False, "Suspended", "validation suspended")
+
+    async def provision(self, writer: StatusWriter, name: str, target: Target) -> bool:
+        await writer.write(("Provisioned", "Unknown", "Running", f"site.yml on {target.node}"))
+        result = await self._run(
+            name,
+            "site.yml",
+            target,
+            target.provision_vars,
+            self.settings.provision_timeout,
+            {"generation": writer.generation},
+        )
+        if not result.ok:
+            await writer.write(
+                ("Provisioned", "False", "PlaybookFailed", result.reason()),
+                ("Ready", "False", "ProvisioningFailed", result.reason()),
+                observedGeneration=writer.generation,
+            )
+            await self.label_node(writer, target, False, "ProvisioningFailed", result.reason())
+            return False
+        await writer.write(("Provisioned", "True", "Converged", f"site.yml converged in {result.seconds:.0f} s"))
+        return True
+
+    async def validate(self, writer: StatusWriter, name: str, target: Target, timer: bool = False) -> None:
+        """Run validate.yml (critest, or the light probe on the timer), then write verdict, Node and Ready."""
+        critest = target.validation.critest and not timer
+        what = "critest" if critest else "probe"
+        if not timer:
+            await writer.write(("Validated", "Unknown", "Running", f"validate.yml with critest on {target.node}"))
+        variables = validate_vars(target, critest, "", failures_listed=100000)
+        timeout = target.validation.timeout_seconds + 600
+        result = await self._run(
+            name, "validate.yml", target, variables, timeout, {"generation": writer.generation, "critest": critest}
+        )
+        stamp = now()
+        fields: dict[str, Any] = {"observedGeneration": writer.generation}
+        fields["lastValidated" if critest else "lastProbed"] = stamp
+        probe = result.report(target.node, "probe.json") or {}
+        if probe.get("runtime", {}).get("name"):
+            fields["runtime"] = probe["runtime"]
+        if probe.get("runtime", {}).get("criApiVersion") == "v1alpha2":
+            node = await client.read_node(target.node) or {}
+            kubelet = node.get("status", {}).get("nodeInfo", {}).get("kubeletVersion", "")
+            if kubelet_speaks_only_v1(kubelet):
+                message = f"{target.endpoint} speaks only CRI v1alpha2; kubelet {kubelet or '(unknown)'} needs CRI v1"
+                fields["runtime"] = {"criApiVersion": "v1alpha2"}
+                writer.unsupported = True
+                await writer.write(("Validated", "False", "CRIv1alpha2Only", message), **fields)
+                await self.label_node(writer, target, False, "CRIv1alpha2Only", message)
+                return
+        if not result.ok:
+            reason = "ProbeFailed" if timer else "ValidationFailed"
+            message = f"{what} failed: {result.reason()}"
+            await writer.write(("Validated", "False", reason, message), **fields)
+            await self.label_node(writer, target, False, reason, message)
+            return
+        if critest:
+            summary = result.report(target.node, target.handler or "default", "summary.json")
+            if summary is None:
+                message = f"validate.yml succeeded but wrote no critest summary under {result.report_dir}"
+                await writer.write(("Validated", "False", "NoReport", message), **fields)
+                await self.label_node(writer, target, False, "NoReport", message)
+                return
+            fields["critest"] = st.critest_status(summary, self.settings.failures_listed)
+            proven, reason, message = st.validation_verdict(summary, list(target.validation.expected_failures))
+        else:
+            proven, reason = True, "ProbePassed"
+            message = f"CRI answered and a smoke pod served HTTP through {target.handler or 'the default handler'}"
+            critest_result = (writer.status.get("critest") or {}).get("result")
+            if timer and target.validation.critest and critest_result:
+                # The probe confirms that this generation's critest verdict still holds.
+                reason, message = "CritestPassed", f"{message}; critest {critest_result}"
+        await writer.write(("Validated", "True" if proven else "False", reason, message), **fields)
+        await self.label_node(writer, target, proven, reason, message)
+
+
+def validated_generation(status: dict[str, Any]) -> int | None:
+    """The generation whose validation finished (whatever its verdict), from status."""
+    validated = cond.find(status.get("conditions") or [], "Validated")
+    if validated is None or validated.get("reason") == "Running":
+        return None
+    return validated.get("observedGeneration")
+
+
+def probe_due(status: dict[str, Any], generation: int, interval: int, at: datetime) -> bool:
+    """Whether the light probe should run: the proof held for this generation and the interval passed."""
+    validated = cond.find(status.get("conditions") or [], "Validated")
+    if validated is None or validated.get("observedGeneration") != generation:
+        return False
+    if validated.get("reason") not in PROVEN_REASONS:
+        return False
+    last = status.get("lastProbed") or status.get("lastValidated")
+    if not last:
+        return True
+    elapsed = (at - datetime.fromisoformat(last.replace("Z", "+00:00"))).total_seconds()
+    return elapsed >= interval

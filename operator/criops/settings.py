@@ -1,0 +1,56 @@
+"""The operator's tunables, in one place, read from the environment once."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+
+def _int(name: str, default: int, minimum: int = 1) -> int:
+    raw = os.environ.get(name, "")
+    try:
+        value = int(raw) if raw else default
+    except ValueError:
+        raise SystemExit(f"{name} must be an integer, got {raw!r}") from None
+    if value < minimum:
+        raise SystemExit(f"{name} must be >= {minimum}, got {value}")
+    return value
+
+
+@dataclass(frozen=True)
+class Settings:
+    # The criops checkout the image carries: playbooks/, roles/, ansible.cfg.
+    project_dir: Path
+    # Inventory group_vars every run gets (site-wide mirrors, versions, sources).
+    group_vars_dir: Path | None
+    # Per-run directories (inventory, reports, ansible-runner artifacts).
+    state_dir: Path
+    # The namespace the operator runs in: SSH key Secrets are read only there.
+    namespace: str
+    # Playbook runs at once, across all RuntimeNodes.
+    concurrency: int
+    # How often the probe timer wakes up to see whose interval is due (seconds).
+    probe_tick: int
+    # Runs kept per RuntimeNode for inspection.
+    runs_kept: int
+    # Failure names kept in status.critest.failures.
+    failures_listed: int
+    # Seconds a site.yml run may take.
+    provision_timeout: int
+
+    @classmethod
+    def from_env(cls) -> Settings:
+        default_project = Path(__file__).resolve().parents[2]
+        group_vars = os.environ.get("CRIOPS_GROUP_VARS", "")
+        return cls(
+            project_dir=Path(os.environ.get("CRIOPS_PROJECT_DIR", default_project)),
+            group_vars_dir=Path(group_vars) if group_vars else None,
+            state_dir=Path(os.environ.get("CRIOPS_STATE_DIR", "/var/lib/criops-operator")),
+            namespace=os.environ.get("CRIOPS_NAMESPACE", "criops-system"),
+            concurrency=_int("CRIOPS_CONCURRENCY", 2),
+            probe_tick=_int("CRIOPS_PROBE_TICK", 15),
+            runs_kept=_int("CRIOPS_RUNS_KEPT", 5),
+            failures_listed=_int("CRIOPS_FAILURES_LISTED", 20),
+            provision_timeout=_int("CRIOPS_PROVISION_TIMEOUT", 3600, minimum=60),
+        )

@@ -1,0 +1,187 @@
+"""The operator's test world: a real control plane with criops' CRD and RBAC, the
+operator running as its own process under the ServiceAccount the manifests
+define, and podman test hosts registered as Nodes.
+
+A pod restart kills every process of the container; `OperatorProcess.crash`
+does the same to the operator and everything it started (ansible-playbook,
+ssh), so restart tests see what a real crash leaves behind.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from control_plane import ControlPlane, cache_dir
+from criops_world import REPO
+
+NAMESPACE = "criops-system"
+SSH_SECRET = "criops-node-ssh"
+# critest v1.37.0 on Debian 12's containerd 1.6 (docs/critest-results.md): the
+# digest image is not in the air-gapped registry; containerd 1.6's stop is not idempotent.
+DEBIAN12_EXPECTED_FAILURES = [
+    "[k8s.io] Image Manager public image with digest should be pulled and removed [Conformance] [Serial]",
+    "[k8s.io] Idempotence StopPodSandbox should not return an error if not found",
+    "[k8s.io] Idempotence StopContainer should not return an error if not found",
+]
+
+
+def kubectl_json(plane: ControlPlane, *args: str) -> Any:
+    done = plane.kubectl(*args, "-o", "json")
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout)
+
+
+def install_crd(plane: ControlPlane) -> None:
+    """crds/ applied and established."""
+    applied = plane.kubectl("apply", "-f", str(REPO / "crds"))
+    assert applied.returncode == 0, applied.stderr
+    established = plane.kubectl(
+        "wait", "--for=condition=Established", "crd/runtimenodes.criops.dev", "--timeout=60s", timeout=90
+    )
+    assert established.returncode == 0, established.stderr
+
+
+def install_operator_access(plane: ControlPlane, workdir: Path) -> Path:
+    """Namespace + RBAC from operator/manifests, the SSH key Secret, and a kubeconfig
+    holding a token of the operator's ServiceAccount (so its RBAC is what is tested)."""
+    manifests = REPO / "operator" / "manifests"
+    for name in ("namespace.yaml", "rbac.yaml"):
+        applied = plane.kubectl("apply", "-f", str(manifests / name))
+        assert applied.returncode == 0, applied.stderr
+    key = cache_dir() / "ssh" / "id_ed25519"
+    secret = plane.kubectl(
+        "-n", NAMESPACE, "create", "secret", "generic", SSH_SECRET, "--type=kubernetes.io/ssh-auth",
+        f"--from-file=ssh-privatekey={key}",
+    )  # fmt: skip
+    assert secret.returncode == 0 or "AlreadyExists" in secret.stderr, secret.stderr
+    token = plane.kubectl("-n", NAMESPACE, "create", "token", "criops-operator", "--duration=6h")
+    assert token.returncode == 0, token.stderr
+    admin = kubectl_json(plane, "config", "view", "--raw")
+    cluster = admin["clusters"][0]["cluster"]
+    kubeconfig = workdir / "operator.kubeconfig"
+    kubeconfig.write_text(
+        json.dumps(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "clusters": [{"name": "test", "cluster": cluster}],
+                "users": [{"name": "criops-operator", "user": {"token": token.stdout.strip()}}],
+                "contexts": [
+                    {"name": "op", "context": {"cluster": "test", "user": "criops-operator", "namespace": NAMESPACE}}
+                ],
+                "current-context": "op",
+            }
+        )
+    )
+    return kubeconfig
+
+
+def register_node(plane: ControlPlane, name: str, labels: dict[str, str], taints: list[dict[str, str]]) -> None:
+    """A Node object for a test host, as a kubelet would register it (there is no kubelet)."""
+    node = {
+        "apiVersion": "v1",
+        "kind": "Node",
+        "metadata": {"name": name, "labels": labels},
+        "spec": {"taints": taints},
+    }
+    created = plane.kubectl("create", "-f", "-", stdin=json.dumps(node))
+    assert created.returncode == 0, created.stderr
+
+
+class OperatorProcess:
+    """`kopf run -m criops.handlers` as its own process, logging to a file."""
+
+    def __init__(self, kubeconfig: Path, state_dir: Path, log: Path, probe_tick: int = 5) -> None:
+        self.kubeconfig, self.state_dir, self.log_path, self.probe_tick = kubeconfig, state_dir, log, probe_tick
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> OperatorProcess:
+        env = {
+            **os.environ,
+            "KUBECONFIG": str(self.kubeconfig),
+            "PYTHONPATH": str(REPO / "operator"),
+            "CRIOPS_STATE_DIR": str(self.state_dir),
+            "CRIOPS_GROUP_VARS": str(REPO / "inventory" / "local" / "group_vars"),
+            "CRIOPS_NAMESPACE": NAMESPACE,
+            "CRIOPS_PROBE_TICK": str(self.probe_tick),
+            # Keep every run, so tests can count them.
+            "CRIOPS_RUNS_KEPT": "1000",
+            "ANSIBLE_CONFIG": str(REPO / "ansible.cfg"),
+        }
+        kopf = Path(sys.executable).parent / "kopf"
+        log = open(self.log_path, "ab")  # noqa: SIM115 - lives as long as the process
+        self.process = subprocess.Popen(
+            [str(kopf), "run", "--standalone", "--all-namespaces", "-m", "criops.handlers"],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=self.state_dir,
+            start_new_session=True,
+        )
+        return self
+
+    def crash(self) -> None:
+        """SIGKILL the operator and every process it started, like a container restart."""
+        assert self.process is not None
+        for pid in [*_descendants(self.process.pid), self.process.pid]:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        self.process.wait(timeout=30)
+
+    def stop(self) -> None:
+        if self.process is None or self.process.poll() is not None:
+            return
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.crash()
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")[-6000:]
+
+
+def _descendants(root: int) -> list[int]:
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    found, todo = [], [root]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found
+
+
+def runs(state_dir: Path, owner: str, playbook: str = "validate.yml") -> list[dict[str, Any]]:
+    """The operator's run records for one RuntimeNode, oldest first."""
+    found = []
+    for record in sorted((state_dir / "runs" / owner).glob("*/run.json")):
+        meta = json.loads(record.read_text())
+        if meta.get("playbook") == playbook:
+            found.append({**meta, "dir": record.parent})
+    return found
+
+
+def wait_for(what: str, check: Callable[[], Any], timeout: float, interval: float = 2.0) -> Any:
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        last = check()
+        if last:
+            return last
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what} (last: {last!r})")

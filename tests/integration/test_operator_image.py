@@ -1,0 +1,94 @@
+"""The operator image (operator/Containerfile, built with podman by hack/operator-image.sh)
+runs as the Deployment runs it: non-root, read-only root filesystem, the
+ServiceAccount's token, and handles RuntimeNodes against the real API server.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import subprocess
+import uuid
+from pathlib import Path
+
+import pytest
+from control_plane import ControlPlane, free_port
+from criops_world import REPO
+from operator_world import NAMESPACE, install_operator_access, kubectl_json, register_node, wait_for
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def image() -> str:
+    built = subprocess.run([str(REPO / "hack" / "operator-image.sh")], capture_output=True, text=True, timeout=1200)
+    assert built.returncode == 0, built.stderr[-3000:]
+    return built.stdout.strip().splitlines()[-1]
+
+
+def test_the_image_carries_the_playbooks_and_tools(image):
+    script = (
+        "cd /opt/criops && ansible-playbook --syntax-check -i localhost, playbooks/site.yml playbooks/validate.yml"
+        " && critest --version && crictl --version && id -u"
+    )
+    checked = subprocess.run(
+        ["podman", "run", "--rm", "--runtime", "runc", "--ulimit", "nofile=20000:20000", "--entrypoint", "sh", image,
+         "-c", script],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert checked.returncode == 0, checked.stderr
+    assert "critest version: v1.37.0" in checked.stdout
+    assert checked.stdout.strip().endswith("10001")
+
+
+def test_the_image_runs_the_operator_as_the_deployment_does(image, kubeconfig_with_crd, control_plane: ControlPlane,
+                                                            tmp_path: Path):  # fmt: skip
+    operator_kubeconfig = json.loads(install_operator_access(control_plane, tmp_path).read_text())
+    cluster = operator_kubeconfig["clusters"][0]["cluster"]
+    cluster["certificate-authority-data"] = base64.b64encode(
+        Path(cluster.pop("certificate-authority")).read_bytes()).decode()  # fmt: skip
+    kubeconfig = tmp_path / "kubeconfig.json"
+    kubeconfig.write_text(json.dumps(operator_kubeconfig))
+    kubeconfig.chmod(0o644)
+
+    name, port = f"image-check-{uuid.uuid4().hex[:6]}", free_port()
+    register_node(control_plane, name, {}, [])
+    container = f"criops-operator-{name}"
+    started = subprocess.run(
+        ["podman", "run", "-d", "--name", container, "--runtime", "runc", "--network", "host",
+         "--ulimit", "nofile=20000:20000", "--read-only", "--tmpfs", "/tmp", "--tmpfs", "/var/lib/criops-operator",
+         "--cap-drop", "ALL", "--security-opt", "no-new-privileges",
+         "-v", f"{kubeconfig}:/etc/criops/kubeconfig:ro", "-e", "KUBECONFIG=/etc/criops/kubeconfig",
+         "-e", f"CRIOPS_NAMESPACE={NAMESPACE}", image,
+         "--standalone", "--all-namespaces", f"--liveness=http://127.0.0.1:{port}/healthz", "-m", "criops.handlers"],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert started.returncode == 0, started.stderr
+    try:
+        manifest = {
+            "apiVersion": "criops.dev/v1alpha1",
+            "kind": "RuntimeNode",
+            "metadata": {"name": name},
+            "spec": {"nodeName": name, "runtime": "crun", "suspend": True, "access": {"connection": "local"}},
+        }
+        assert control_plane.kubectl("apply", "-f", "-", stdin=json.dumps(manifest)).returncode == 0
+
+        def handled() -> bool:
+            status = kubectl_json(control_plane, "get", "runtimenode", name).get("status", {})
+            return status.get("observedGeneration") == 1
+
+        wait_for("the operator in the image to handle the RuntimeNode", handled, 120)
+        labels = kubectl_json(control_plane, "get", "node", name)["metadata"]["labels"]
+        assert labels["criops.dev/runtime"] == "crun"
+        assert labels["criops.dev/validated"] == "false"
+        health = subprocess.run(["curl", "-fsS", f"http://127.0.0.1:{port}/healthz"], capture_output=True, text=True)
+        assert health.returncode == 0, health.stderr
+
+        deleted = control_plane.kubectl("delete", "runtimenode", name, "--timeout=60s", timeout=90)
+        assert deleted.returncode == 0, deleted.stderr
+        labels = kubectl_json(control_plane, "get", "node", name)["metadata"].get("labels", {})
+        assert not [k for k in labels if k.startswith("criops.dev/")]
+    finally:
+        logs = subprocess.run(["podman", "logs", container], capture_output=True, text=True).stdout
+        subprocess.run(["podman", "rm", "-f", "-t", "0", container], capture_output=True)
+        print(logs[-4000:])

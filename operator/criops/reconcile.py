@@ -25,6 +25,9 @@ log = logging.getLogger(__name__)
 # Validated reasons that mean this generation's proof held at some point; only
 # then does the probe timer run (a failed proof waits for a spec change).
 PROVEN_REASONS = frozenset({"CritestPassed", "ProbePassed", "ProbeFailed"})
+# Validated reasons of a generation whose validation has not finished: a
+# restarted operator runs it (again).
+UNFINISHED_REASONS = frozenset({"Running", "Waiting"})
 
 
 def now() -> str:
@@ -91,16 +94,26 @@ class Reconciler:
         return await self.pool.run(name, playbook, target, extravars, timeout, ssh_key=key, meta=meta)
 
     async def label_node(
-        self, writer: StatusWriter, target: Target, validated: bool, reason: str, message: str
+        self,
+        writer: StatusWriter,
+        target: Target,
+        validated: bool,
+        reason: str,
+        message: str,
+        *conditions: tuple[str, str, str, str],
+        **fields: Any,
     ) -> bool:
-        """Node labels/condition/taint for the verdict; NodeLabeled and Ready follow. True when labeled."""
+        """Node labels/condition/taint for the verdict, then one status write: `conditions`,
+        NodeLabeled, Ready and `fields` together (observedGeneration last of all). True when Ready."""
         result = await nodes.apply(
             target.node, target.runtime, validated, reason, message, target.labels, target.taint_until_validated, now()
         )
         if not result.found:
             await writer.write(
+                *conditions,
                 ("NodeLabeled", "False", "NodeNotFound", f"Node {target.node} does not exist"),
                 ("Ready", "False", "NodeNotFound", f"Node {target.node} does not exist"),
+                **fields,
             )
             return False
         shown = ", ".join(
@@ -117,7 +130,7 @@ class Reconciler:
             )
         ready_ok = validated and labeled[1] == "True"
         ready = ("Ready", "True", "Proven", message) if ready_ok else ("Ready", "False", reason, message)
-        await writer.write(labeled, ready)
+        await writer.write(*conditions, labeled, ready, **fields)
         return ready_ok
 
     async def withdraw(self, spec: dict[str, Any], message: str) -> None:
@@ -128,11 +141,15 @@ class Reconciler:
         await nodes.apply(node, runtime, False, "InvalidSpec", message, {}, False, now())
 
     async def suspend(self, writer: StatusWriter, target: Target) -> None:
-        await writer.write(
+        await self.label_node(
+            writer,
+            target,
+            False,
+            "Suspended",
+            "validation suspended",
             ("Validated", "Unknown", "Suspended", "spec.suspend is true: criops does not validate"),
             observedGeneration=writer.generation,
         )
-        await self.label_node(writer, target, False, "Suspended", "validation suspended")
 
     async def provision(self, writer: StatusWriter, name: str, target: Target) -> bool:
         await writer.write(("Provisioned", "Unknown", "Running", f"site.yml on {target.node}"))
@@ -145,12 +162,16 @@ class Reconciler:
             {"generation": writer.generation},
         )
         if not result.ok:
-            await writer.write(
-                ("Provisioned", "False", "PlaybookFailed", result.reason()),
-                ("Ready", "False", "ProvisioningFailed", result.reason()),
+            failed = ("Provisioned", "False", "PlaybookFailed", result.reason())
+            await self.label_node(
+                writer,
+                target,
+                False,
+                "ProvisioningFailed",
+                result.reason(),
+                failed,
                 observedGeneration=writer.generation,
             )
-            await self.label_node(writer, target, False, "ProvisioningFailed", result.reason())
             return False
         await writer.write(("Provisioned", "True", "Converged", f"site.yml converged in {result.seconds:.0f} s"))
         return True
@@ -179,21 +200,21 @@ class Reconciler:
                 message = f"{target.endpoint} speaks only CRI v1alpha2; kubelet {kubelet or '(unknown)'} needs CRI v1"
                 fields["runtime"] = {"criApiVersion": "v1alpha2"}
                 writer.unsupported = True
-                await writer.write(("Validated", "False", "CRIv1alpha2Only", message), **fields)
-                await self.label_node(writer, target, False, "CRIv1alpha2Only", message)
+                verdict = ("Validated", "False", "CRIv1alpha2Only", message)
+                await self.label_node(writer, target, False, "CRIv1alpha2Only", message, verdict, **fields)
                 return
         if not result.ok:
             reason = "ProbeFailed" if timer else "ValidationFailed"
             message = f"{what} failed: {result.reason()}"
-            await writer.write(("Validated", "False", reason, message), **fields)
-            await self.label_node(writer, target, False, reason, message)
+            verdict = ("Validated", "False", reason, message)
+            await self.label_node(writer, target, False, reason, message, verdict, **fields)
             return
         if critest:
             summary = result.report(target.node, target.handler or "default", "summary.json")
             if summary is None:
                 message = f"validate.yml succeeded but wrote no critest summary under {result.report_dir}"
-                await writer.write(("Validated", "False", "NoReport", message), **fields)
-                await self.label_node(writer, target, False, "NoReport", message)
+                verdict = ("Validated", "False", "NoReport", message)
+                await self.label_node(writer, target, False, "NoReport", message, verdict, **fields)
                 return
             fields["critest"] = st.critest_status(summary, self.settings.failures_listed)
             proven, reason, message = st.validation_verdict(summary, list(target.validation.expected_failures))
@@ -204,14 +225,14 @@ class Reconciler:
             if timer and target.validation.critest and critest_result:
                 # The probe confirms that this generation's critest verdict still holds.
                 reason, message = "CritestPassed", f"{message}; critest {critest_result}"
-        await writer.write(("Validated", "True" if proven else "False", reason, message), **fields)
-        await self.label_node(writer, target, proven, reason, message)
+        verdict = ("Validated", "True" if proven else "False", reason, message)
+        await self.label_node(writer, target, proven, reason, message, verdict, **fields)
 
 
 def validated_generation(status: dict[str, Any]) -> int | None:
     """The generation whose validation finished (whatever its verdict), from status."""
     validated = cond.find(status.get("conditions") or [], "Validated")
-    if validated is None or validated.get("reason") == "Running":
+    if validated is None or validated.get("reason") in UNFINISHED_REASONS:
         return None
     return validated.get("observedGeneration")
 

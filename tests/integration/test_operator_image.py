@@ -17,6 +17,8 @@ from criops_world import REPO
 from operator_world import NAMESPACE, install_operator_access, kubectl_json, register_node, wait_for
 
 pytestmark = pytest.mark.integration
+# runc (crun refuses hybrid cgroups) and rlimits within this machine's hard limits.
+PODMAN_RUN = ["podman", "run", "--runtime", "runc", "--ulimit", "nofile=20000:20000", "--ulimit", "nproc=4096:4096"]
 
 
 @pytest.fixture(scope="module")
@@ -32,8 +34,7 @@ def test_the_image_carries_the_playbooks_and_tools(image):
         " && critest --version && crictl --version && id -u"
     )
     checked = subprocess.run(
-        ["podman", "run", "--rm", "--runtime", "runc", "--ulimit", "nofile=20000:20000", "--entrypoint", "sh", image,
-         "-c", script],
+        [*PODMAN_RUN, "--rm", "--entrypoint", "sh", image, "-c", script],
         capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert checked.returncode == 0, checked.stderr
@@ -55,8 +56,8 @@ def test_the_image_runs_the_operator_as_the_deployment_does(image, kubeconfig_wi
     register_node(control_plane, name, {}, [])
     container = f"criops-operator-{name}"
     started = subprocess.run(
-        ["podman", "run", "-d", "--name", container, "--runtime", "runc", "--network", "host",
-         "--ulimit", "nofile=20000:20000", "--read-only", "--tmpfs", "/tmp", "--tmpfs", "/var/lib/criops-operator",
+        [*PODMAN_RUN, "-d", "--name", container, "--network", "host",
+         "--read-only", "--tmpfs", "/tmp", "--tmpfs", "/var/lib/criops-operator",
          "--cap-drop", "ALL", "--security-opt", "no-new-privileges",
          "-v", f"{kubeconfig}:/etc/criops/kubeconfig:ro", "-e", "KUBECONFIG=/etc/criops/kubeconfig",
          "-e", f"CRIOPS_NAMESPACE={NAMESPACE}", image,

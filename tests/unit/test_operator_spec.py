@@ -107,6 +107,7 @@ def _status(reason: str, generation: int, last: str | None) -> dict:
 
 def test_a_generation_counts_as_validated_only_once_its_run_finished():
     assert validated_generation(_status("Running", 3, None)) is None
+    assert validated_generation(_status("Waiting", 3, None)) is None
     assert validated_generation(_status("CritestPassed", 3, None)) == 3
     assert validated_generation(_status("CritestFailed", 3, None)) == 3
     assert validated_generation({}) is None

@@ -73,7 +73,10 @@ def inventory(target: Target, key_file: Path | None) -> dict[str, Any]:
             host["ansible_ssh_private_key_file"] = str(key_file)
     else:
         host["ansible_python_interpreter"] = "{{ ansible_playbook_python }}"
-    return {"all": {"children": {target.group: {"hosts": {target.node: host}}}}}
+    group: dict[str, Any] = {target.group: {"hosts": {target.node: host}}}
+    if target.parent_group:
+        group = {target.parent_group: {"children": group}}
+    return {"all": {"children": group}}
 
 
 def _failures(runner: Any) -> list[str]:

@@ -15,6 +15,7 @@ from typing import Any
 
 import kopf
 
+from .core import runtimeclass
 from .core.spec import SpecError, resolve
 from .kube import client, nodes
 from .reconcile import Reconciler, StatusWriter, TransientError, probe_due, validated_generation
@@ -120,6 +121,7 @@ async def reconcile(
                 await RECONCILER.suspend(writer, target)
                 DONE[uid] = generation
                 return
+            await RECONCILER.ensure_runtime_class(writer, target)
             if writer.phase() != "Ready":
                 # Not proven yet: say so on the Node (validated=false, the taint if asked for).
                 await RECONCILER.label_node(writer, target, False, "NotValidated", "validation pending")
@@ -165,11 +167,19 @@ async def probe(
 @kopf.on.delete(GROUP, VERSION, PLURAL)
 async def delete(body: kopf.Body, spec: kopf.Spec, name: str, uid: str, logger: kopf.Logger, **_: Any) -> None:
     """Take exactly criops' labels, condition and taint off the Node; nothing else."""
-    node = spec.get("nodeName")
+    node, runtime = spec.get("nodeName"), spec.get("runtime")
     async with LOCKS[uid]:
         if isinstance(node, str) and node:
             found = await nodes.cleanup(node)
             logger.info("Node %s %s", node, "cleaned up" if found else "is gone: nothing to clean up")
+        desired = runtimeclass.desired(str(runtime))
+        if desired is not None:
+            others = await client.list_runtime_nodes()
+            if not runtimeclass.still_needed(str(runtime), others, name):
+                removed = await client.delete_runtime_class(desired["metadata"]["name"])
+                logger.info(
+                    "RuntimeClass %s removed with the last RuntimeNode: %s", desired["metadata"]["name"], removed
+                )
     LOCKS.pop(uid, None)
     DONE.pop(uid, None)
 

@@ -15,8 +15,9 @@ from typing import Any
 
 from .ansible_run import PlaybookPool, RunResult
 from .core import conditions as cond
+from .core import runtimeclass
 from .core import status as st
-from .core.spec import NAME, RUNTIMES, Target, kubelet_speaks_only_v1, validate_vars
+from .core.spec import NAME, RUNTIMES, V1ALPHA2_RUNTIMES, Target, kubelet_speaks_only_v1, validate_vars
 from .kube import client, nodes
 from .settings import Settings
 
@@ -68,10 +69,17 @@ class StatusWriter:
         await client.patch_status(self.name, patch)
         self.status.update(patch)
         if after != before:
-            ready = cond.find(conditions, "Ready") or {}
             kind = "Normal" if after in ("Ready", "Provisioning", "Validating", "Pending") else "Warning"
-            message = ready.get("message") or after
-            self.post(kind, after, f"{before} -> {after}: {message}")
+            self.post(kind, after, f"{before} -> {after}: {_phase_message(after, conditions)}")
+
+
+def _phase_message(phase: str, conditions: list[dict[str, Any]]) -> str:
+    """The message of the condition that decided the phase."""
+    driver = {"Provisioning": "Provisioned", "Validating": "Validated"}.get(phase)
+    if driver is None and phase in ("Failed", "Degraded", "Unsupported"):
+        driver = next((c["type"] for c in conditions if c.get("status") == "False"), None)
+    found = cond.find(conditions, driver or "Ready") or {}  # type: ignore[arg-type]
+    return found.get("message") or phase
 
 
 class Reconciler:
@@ -133,6 +141,12 @@ class Reconciler:
         await writer.write(*conditions, labeled, ready, **fields)
         return ready_ok
 
+    async def ensure_runtime_class(self, writer: StatusWriter, target: Target) -> None:
+        """The runtime's RuntimeClass (kata), selecting only Nodes where criops proved the handler."""
+        body = runtimeclass.desired(target.runtime)
+        if body is not None and await client.apply_runtime_class(body):
+            writer.post("Normal", "RuntimeClass", f"RuntimeClass {body['metadata']['name']} applied")
+
     async def withdraw(self, spec: dict[str, Any], message: str) -> None:
         """An unusable spec: criops no longer vouches for the Node (validated=false), if it can name it."""
         node, runtime = spec.get("nodeName"), spec.get("runtime")
@@ -173,7 +187,11 @@ class Reconciler:
                 observedGeneration=writer.generation,
             )
             return False
-        await writer.write(("Provisioned", "True", "Converged", f"site.yml converged in {result.seconds:.0f} s"))
+        # One write with the next step, so the phase goes straight on to Validating.
+        await writer.write(
+            ("Provisioned", "True", "Converged", f"site.yml converged in {result.seconds:.0f} s"),
+            ("Validated", "Unknown", "Running", f"validate.yml on {target.node} is next"),
+        )
         return True
 
     async def validate(self, writer: StatusWriter, name: str, target: Target, timer: bool = False) -> None:
@@ -193,12 +211,12 @@ class Reconciler:
         probe = result.report(target.node, "probe.json") or {}
         if probe.get("runtime", {}).get("name"):
             fields["runtime"] = probe["runtime"]
-        if probe.get("runtime", {}).get("criApiVersion") == "v1alpha2":
+        if probe.get("criV1") is False and probe.get("reachable") and target.runtime in V1ALPHA2_RUNTIMES:
             node = await client.read_node(target.node) or {}
             kubelet = node.get("status", {}).get("nodeInfo", {}).get("kubeletVersion", "")
             if kubelet_speaks_only_v1(kubelet):
                 message = f"{target.endpoint} speaks only CRI v1alpha2; kubelet {kubelet or '(unknown)'} needs CRI v1"
-                fields["runtime"] = {"criApiVersion": "v1alpha2"}
+                fields["runtime"] = {"name": target.runtime, "criApiVersion": "v1alpha2"}
                 writer.unsupported = True
                 verdict = ("Validated", "False", "CRIv1alpha2Only", message)
                 await self.label_node(writer, target, False, "CRIv1alpha2Only", message, verdict, **fields)

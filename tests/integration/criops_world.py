@@ -88,8 +88,9 @@ def ansible_playbook() -> str:
     raise FileNotFoundError(f"ansible-playbook is neither on PATH nor next to {sys.executable}")
 
 
-def write_inventory(directory: Path, node: Node) -> Path:
-    """A YAML inventory for `node` in group containerd, with inventory/local's group_vars.
+def write_inventory(directory: Path, node: Node, kata: bool = False) -> Path:
+    """A YAML inventory for `node` in group containerd (and its child group kata), with
+    inventory/local's group_vars.
 
     group_vars are found relative to the inventory file, so they are linked next
     to it; they find the repository through CRIOPS_ROOT, which run_playbook sets.
@@ -98,19 +99,9 @@ def write_inventory(directory: Path, node: Node) -> Path:
     group_vars = directory / "group_vars"
     if not group_vars.exists():
         group_vars.symlink_to(LOCAL_INVENTORY / "group_vars", target_is_directory=True)
-    inventory = {
-        "all": {
-            "children": {
-                "containerd": {
-                    "hosts": {
-                        node.name: {
-                            "ansible_connection": "containers.podman.podman",
-                        }
-                    }
-                }
-            }
-        }
-    }
+    hosts = {node.name: {"ansible_connection": "containers.podman.podman"}}
+    group = {"children": {"kata": {"hosts": hosts}}} if kata else {"hosts": hosts}
+    inventory = {"all": {"children": {"containerd": group}}}
     path = directory / "hosts.yml"
     # JSON is YAML: no quoting rules to get wrong.
     path.write_text(json.dumps(inventory, indent=2) + "\n")

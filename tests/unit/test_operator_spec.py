@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 
 import pytest
 from criops.ansible_run import inventory
-from criops.core import conditions
+from criops.core import conditions, runtimeclass
 from criops.core.spec import SpecError, kubelet_speaks_only_v1, parse_duration, resolve, validate_vars
 from criops.reconcile import probe_due, validated_generation
 
@@ -121,3 +121,30 @@ def test_the_probe_runs_for_a_proven_generation_once_its_interval_passed():
     # A failed critest waits for a spec change; an older generation waits for its validation.
     assert not probe_due(_status("CritestFailed", 2, "2026-11-26T00:00:00Z"), 2, 300, at)
     assert not probe_due(_status("CritestPassed", 1, "2026-11-26T00:00:00Z"), 2, 300, at)
+
+
+def test_kata_nodes_are_in_the_kata_group_under_containerd_and_run_kata_runtime_check():
+    target = resolve(spec(runtime="kata"))
+    children = inventory(target, key_file=None)["all"]["children"]
+    assert list(children["containerd"]["children"]["kata"]["hosts"]) == ["worker-1"]
+    variables = validate_vars(target, critest=True, report_dir="/r", failures_listed=1)
+    assert variables["cri_validate_handlers"] == ["kata"]
+    assert variables["cri_validate_handler_checks"]["kata"][0][1:] == ["check", "--no-network-checks"]
+
+
+def test_only_kata_gets_a_runtime_class_and_it_selects_proven_nodes():
+    assert runtimeclass.desired("containerd") is None
+    kata = runtimeclass.desired("kata")
+    assert kata["handler"] == "kata"
+    assert kata["scheduling"]["nodeSelector"] == {"criops.dev/runtime": "kata", "criops.dev/validated": "true"}
+    assert runtimeclass.managed(kata)
+
+
+def test_the_runtime_class_goes_with_the_last_runtime_node_that_needs_it():
+    def rn(name, runtime, deleting=False):
+        meta = {"name": name, **({"deletionTimestamp": "2026-11-26T00:00:00Z"} if deleting else {})}
+        return {"metadata": meta, "spec": {"runtime": runtime}}
+
+    assert runtimeclass.still_needed("kata", [rn("a", "kata"), rn("b", "kata")], leaving="a")
+    assert not runtimeclass.still_needed("kata", [rn("a", "kata"), rn("b", "containerd")], leaving="a")
+    assert not runtimeclass.still_needed("kata", [rn("a", "kata"), rn("b", "kata", deleting=True)], leaving="a")

@@ -16,11 +16,23 @@ from typing import Any
 RUNTIMES: dict[str, dict[str, str]] = {
     "containerd": {"endpoint": "unix:///run/containerd/containerd.sock", "group": "containerd", "handler": "runc"},
     "crun": {"endpoint": "unix:///run/containerd/containerd.sock", "group": "containerd", "handler": "crun"},
-    "kata": {"endpoint": "unix:///run/containerd/containerd.sock", "group": "kata", "handler": "kata"},
+    # The kata group is a child of containerd: kata nodes get both roles.
+    "kata": {
+        "endpoint": "unix:///run/containerd/containerd.sock",
+        "group": "kata",
+        "handler": "kata",
+        "parent": "containerd",
+    },
     "virtlet": {"endpoint": "unix:///run/virtlet.sock", "group": "virtlet", "handler": ""},
     "singularity-cri": {"endpoint": "unix:///var/run/singularity.sock", "group": "singularity_cri", "handler": ""},
 }
 HANDLER_RUNTIMES = frozenset({"containerd", "crun", "kata"})
+# Archived runtimes that only ever spoke CRI v1alpha2 (dropped by kubelet 1.26).
+V1ALPHA2_RUNTIMES = frozenset({"virtlet", "singularity-cri"})
+# Commands a handler must pass before its smoke pod (argv lists on the node).
+HANDLER_CHECKS: dict[str, list[list[str]]] = {
+    "kata": [["/opt/kata/bin/kata-runtime", "check", "--no-network-checks"]],
+}
 
 NAME = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
 _HANDLER = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
@@ -70,6 +82,8 @@ class Target:
     node: str
     runtime: str
     group: str
+    # The inventory group `group` is a child of ("" for none).
+    parent_group: str
     endpoint: str
     handler: str
     access: Access
@@ -204,6 +218,7 @@ def resolve(spec: dict[str, Any]) -> Target:
         node=node,
         runtime=runtime,
         group=defaults["group"],
+        parent_group=defaults.get("parent", ""),
         endpoint=endpoint,
         handler=handler,
         access=_access(spec),
@@ -230,6 +245,8 @@ def validate_vars(target: Target, critest: bool, report_dir: str, failures_liste
         # Every failed name, so expectedFailures can be matched exactly.
         "cri_validate_failures_listed": failures_listed,
     }
+    if target.runtime in HANDLER_CHECKS:
+        variables["cri_validate_handler_checks"] = {target.handler: HANDLER_CHECKS[target.runtime]}
     if target.validation.test_images:
         variables["cri_validate_test_images_override"] = dict(target.validation.test_images)
     return variables

@@ -17,6 +17,8 @@ from typing import Any
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
+from ..core import runtimeclass
+
 GROUP, VERSION, PLURAL = "criops.dev", "v1alpha1", "runtimenodes"
 MERGE_PATCH = "application/merge-patch+json"
 STRATEGIC_MERGE_PATCH = "application/strategic-merge-patch+json"
@@ -130,5 +132,61 @@ async def ssh_key(namespace: str, name: str) -> str:
         if not encoded:
             raise SecretError(f"Secret {namespace}/{name} has no key ssh-privatekey")
         return base64.b64decode(encoded).decode()
+
+    return await asyncio.to_thread(call)
+
+
+def node_api() -> client.NodeV1Api:
+    return client.NodeV1Api(api_client())
+
+
+async def apply_runtime_class(body: dict[str, Any]) -> bool:
+    """Create the RuntimeClass, or bring a criops-managed one in line; True when it changed."""
+
+    def call() -> bool:
+        name = body["metadata"]["name"]
+        try:
+            current = raw(node_api().read_runtime_class(name, _preload_content=False, _request_timeout=REQUEST_TIMEOUT))
+        except ApiException as error:
+            if error.status != 404:
+                raise
+            node_api().create_runtime_class(body, _request_timeout=REQUEST_TIMEOUT)
+            return True
+        if not runtimeclass.managed(current):
+            return False  # Someone else's RuntimeClass of that name: left alone.
+        if all(current.get(k) == body[k] for k in ("handler", "overhead", "scheduling")):
+            return False
+        # handler is immutable; overhead and scheduling can be patched.
+        patch = {k: body[k] for k in ("overhead", "scheduling")}
+        node_api().patch_runtime_class(name, patch, _content_type=MERGE_PATCH, _request_timeout=REQUEST_TIMEOUT)
+        return True
+
+    return await asyncio.to_thread(call)
+
+
+async def delete_runtime_class(name: str) -> bool:
+    """Delete a criops-managed RuntimeClass; True when it was deleted."""
+
+    def call() -> bool:
+        try:
+            current = raw(node_api().read_runtime_class(name, _preload_content=False, _request_timeout=REQUEST_TIMEOUT))
+        except ApiException as error:
+            if error.status == 404:
+                return False
+            raise
+        if not runtimeclass.managed(current):
+            return False
+        node_api().delete_runtime_class(name, _request_timeout=REQUEST_TIMEOUT)
+        return True
+
+    return await asyncio.to_thread(call)
+
+
+async def list_runtime_nodes() -> list[dict[str, Any]]:
+    def call() -> list[dict[str, Any]]:
+        listed = custom().list_cluster_custom_object(
+            GROUP, VERSION, PLURAL, _preload_content=False, _request_timeout=REQUEST_TIMEOUT
+        )
+        return raw(listed).get("items", [])
 
     return await asyncio.to_thread(call)

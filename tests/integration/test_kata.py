@@ -1,0 +1,180 @@
+"""Kata Containers on containerd, tested for what is real on a machine: the host
+check boots a guest under KVM and refuses a host where that fails (node
+untouched); the handler drop-in next to runc and crun; the RuntimeClass in the
+real API server; the operator's Failed with the true reason for a kata handler
+that cannot start; reset of exactly the kata parts. The full kata run (critest
+through the handler) needs working KVM and a kata-static artifact:
+CRIOPS_KATA_ARTIFACT_URL and CRIOPS_KATA_ARTIFACT_SHA256.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+from control_plane import ControlPlane
+from criops_world import REPO, Node, flat, node_state, play_recap, run_playbook, write_inventory
+from operator_world import (
+    SSH_SECRET,
+    OperatorProcess,
+    install_operator_access,
+    kubectl_json,
+    register_node,
+    wait_for,
+)
+
+pytestmark = pytest.mark.integration
+
+PREPARE_ONLY = {"kata_host_check": False}
+
+
+@pytest.fixture(scope="module")
+def kata_inventory(test_host: Node, tmp_path_factory) -> Path:
+    return write_inventory(tmp_path_factory.mktemp("kata-inventory"), test_host, kata=True)
+
+
+@pytest.fixture(scope="module")
+def guest_kernel() -> str:
+    built = subprocess.run([str(REPO / "hack" / "guest-kernel.sh")], capture_output=True, text=True, timeout=600)
+    assert built.returncode == 0, built.stderr
+    return built.stdout.strip().splitlines()[-1]
+
+
+def runtimes(node: Node) -> dict:
+    info = json.loads(node.sh("crictl info -o json").stdout)
+    return info["config"]["containerd"]["runtimes"]
+
+
+def test_the_host_check_boots_a_guest_and_refuses_this_machines_kvm(test_host, kata_inventory, guest_kernel):
+    # The site's hypervisor, already on the node: Debian's QEMU.
+    test_host.sh(
+        "apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq qemu-system-x86 >/dev/null"
+    )
+    before = node_state(test_host)
+    run = run_playbook(kata_inventory, extra_vars={
+        "kata_hypervisor_path": "/usr/bin/qemu-system-x86_64",
+        "kata_host_check_kernel": guest_kernel,
+        "kata_host_check_timeout": 30,
+    })  # fmt: skip
+    if run.returncode == 0:
+        pytest.skip("KVM boots a Linux guest on this machine: nothing to refuse")
+    output = flat(run.stdout)
+    assert f"KVM on {test_host.name} does not boot a Linux guest: qemu-system-x86_64 with -accel kvm" in output
+    assert "Nothing was changed" in output
+    assert "kata_host_check: false skips this check" in output
+    # The provisioning plays never started, the scratch directory is gone.
+    assert "Provision containerd nodes" not in run.stdout
+    assert node_state(test_host) == before
+    assert test_host.sh("ls /tmp").stdout.count("criops-kata-check") == 0
+
+
+def test_the_kata_handler_is_a_drop_in_next_to_runc_and_crun(test_host, kata_inventory):
+    run = run_playbook(kata_inventory, extra_vars=PREPARE_ONLY)
+    assert run.returncode == 0, run.stdout[-3000:]
+    found = runtimes(test_host)
+    assert {"runc", "crun", "kata"} <= found.keys()
+    assert found["kata"]["runtimeType"] == "io.containerd.kata.v2"
+    assert found["kata"]["options"]["ConfigPath"] == "/opt/kata/share/defaults/kata-containers/configuration-qemu.toml"
+    assert found["runc"]["runtimeType"] == "io.containerd.runc.v2"
+    assert "vhost_vsock" in test_host.sh("cat /etc/modules-load.d/criops-kata.conf").stdout
+
+    again = run_playbook(kata_inventory, extra_vars=PREPARE_ONLY)
+    assert again.returncode == 0
+    assert play_recap(again.stdout)[test_host.name]["changed"] == 0
+
+
+@pytest.fixture(scope="module")
+def kata_operator(kubeconfig_with_crd, control_plane: ControlPlane, test_host: Node, tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("kata-operator")
+    kubeconfig = install_operator_access(control_plane, workdir)
+    register_node(control_plane, test_host.name, {}, [])
+    (workdir / "state").mkdir()
+    operator = OperatorProcess(kubeconfig, workdir / "state", workdir / "operator.log").start()
+    try:
+        yield operator
+    finally:
+        operator.stop()
+        print(operator.log())
+
+
+def test_the_operator_reports_a_kata_handler_that_cannot_start(test_host, control_plane, kata_operator):
+    port = subprocess.run(["podman", "port", test_host.name, "22/tcp"], capture_output=True, text=True, check=True)
+    manifest = {
+        "apiVersion": "criops.dev/v1alpha1",
+        "kind": "RuntimeNode",
+        "metadata": {"name": "kata-node"},
+        "spec": {
+            "nodeName": test_host.name,
+            "runtime": "kata",
+            "access": {"host": "127.0.0.1", "port": int(port.stdout.split(":")[-1]),
+                       "sshKeySecretRef": {"name": SSH_SECRET}},
+        },
+    }  # fmt: skip
+    assert control_plane.kubectl("apply", "-f", "-", stdin=json.dumps(manifest)).returncode == 0
+
+    runtime_class = wait_for(
+        "RuntimeClass kata", lambda: control_plane.kubectl("get", "runtimeclass", "kata").returncode == 0, 60
+    )
+    assert runtime_class
+    kata_class = kubectl_json(control_plane, "get", "runtimeclass", "kata")
+    assert kata_class["handler"] == "kata"
+    assert kata_class["scheduling"]["nodeSelector"] == {"criops.dev/runtime": "kata", "criops.dev/validated": "true"}
+    assert kata_class["overhead"]["podFixed"] == {"cpu": "250m", "memory": "160Mi"}
+
+    def failed() -> dict | bool:
+        status = kubectl_json(control_plane, "get", "runtimenode", "kata-node").get("status", {})
+        return status if status.get("phase") == "Failed" else False
+
+    status = wait_for("phase Failed", failed, 300, interval=3)
+    validated = next(c for c in status["conditions"] if c["type"] == "Validated")
+    assert validated["reason"] == "ValidationFailed"
+    # The true reason: the handler is registered, but Kata itself is not installed.
+    assert "kata-runtime" in validated["message"] and "No such file or directory" in validated["message"]
+    assert status["runtime"]["name"] == "containerd"
+    labels = kubectl_json(control_plane, "get", "node", test_host.name)["metadata"]["labels"]
+    assert labels["criops.dev/runtime"] == "kata"
+    assert labels["criops.dev/validated"] == "false"
+
+    deleted = control_plane.kubectl("delete", "runtimenode", "kata-node", "--timeout=60s", timeout=90)
+    assert deleted.returncode == 0, deleted.stderr
+    # The last kata RuntimeNode took the RuntimeClass with it.
+    assert control_plane.kubectl("get", "runtimeclass", "kata").returncode != 0
+
+
+def test_reset_removes_exactly_the_kata_parts(test_host, kata_inventory):
+    playbook = kata_inventory.parent / "reset-kata.yml"
+    playbook.write_text(json.dumps([{
+        "name": "Reset Kata only", "hosts": "kata", "become": True, "gather_facts": False,
+        "tasks": [{"name": "Remove Kata", "ansible.builtin.include_role": {"name": "kata", "tasks_from": "reset"}}],
+    }]))  # fmt: skip
+    run = run_playbook(kata_inventory, str(playbook), extra_vars=PREPARE_ONLY)
+    assert run.returncode == 0, run.stdout[-3000:]
+    found = runtimes(test_host)
+    assert "kata" not in found
+    assert {"runc", "crun"} <= found.keys()
+    assert test_host.sh("test -e /etc/modules-load.d/criops-kata.conf", check=False).returncode != 0
+    assert test_host.sh("systemctl is-active containerd").stdout.strip() == "active"
+
+
+@pytest.mark.skipif(
+    not os.environ.get("CRIOPS_KATA_ARTIFACT_URL") or not os.environ.get("CRIOPS_KATA_ARTIFACT_SHA256"),
+    reason="the full kata run needs a kata-static artifact: CRIOPS_KATA_ARTIFACT_URL and CRIOPS_KATA_ARTIFACT_SHA256",
+)
+def test_critest_through_the_kata_handler(test_host, kata_inventory):
+    artifact = {
+        "kata_artifact_url": os.environ["CRIOPS_KATA_ARTIFACT_URL"],
+        "kata_artifact_sha256": os.environ["CRIOPS_KATA_ARTIFACT_SHA256"],
+    }
+    run = run_playbook(kata_inventory, extra_vars=artifact)
+    if "does not boot a Linux guest" in run.stdout:
+        pytest.skip("KVM does not boot a guest on this machine (the host check refused it)")
+    assert run.returncode == 0, run.stdout[-3000:]
+    validate = run_playbook(kata_inventory, "playbooks/validate.yml", extra_vars={
+        **artifact,
+        "cri_validate_handlers": ["kata"],
+        "cri_validate_handler_checks": {"kata": [["/opt/kata/bin/kata-runtime", "check", "--no-network-checks"]]},
+    })  # fmt: skip
+    assert validate.returncode == 0, validate.stdout[-3000:]

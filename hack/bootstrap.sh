@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Install everything criops' demo and tests need on a fresh Debian machine, and
 # nothing by hand: Debian packages, the pinned Python toolchain, Go-built CRI
-# tools and test control plane (etcd, kube-apiserver, kubectl), the test-host images, the local registry with its images and the
-# containerd tarball the air-gapped install path is tested with.
+# tools and test control plane (etcd, kube-apiserver, kubectl), the test-host
+# images, the local registry with its images, the containerd tarball the
+# air-gapped install path is tested with, and the guest kernel of the Kata
+# host check.
 # Idempotent and cached under $CRIOPS_CACHE: a second run takes seconds.
 . "$(dirname "$0")/lib.sh"
 
@@ -30,7 +32,7 @@ if [[ ! -x $venv/bin/molecule ]]; then
 fi
 ln -sfn "$venv" "$CRIOPS_ROOT/.venv"
 
-# The key Ansible (and later the operator) uses to reach test hosts over SSH.
+# The key Ansible and the operator use to reach test hosts over SSH.
 if [[ ! -f $CRIOPS_CACHE/ssh/id_ed25519 ]]; then
   mkdir -p -m 700 "$CRIOPS_CACHE/ssh"
   ssh-keygen -q -t ed25519 -N '' -C criops-test-hosts -f "$CRIOPS_CACHE/ssh/id_ed25519"
@@ -41,4 +43,5 @@ fi
 "$CRIOPS_ROOT/hack/host-images.sh"
 "$CRIOPS_ROOT/hack/test-images.sh"
 "$CRIOPS_ROOT/hack/containerd-tarball.sh" >/dev/null
+"$CRIOPS_ROOT/hack/guest-kernel.sh" >/dev/null
 log "bootstrap complete"

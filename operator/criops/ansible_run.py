@@ -88,6 +88,8 @@ def _failures(runner: Any) -> list[str]:
         if data.get("ignore_errors"):
             continue
         res = data.get("res", {})
+        # A loop's failure is in its first failed item.
+        res = next((item for item in res.get("results", []) if item.get("failed")), res)
         message = res.get("msg") or "failed"
         if res.get("stderr") and message == "non-zero return code":
             # A command's own words say more than Ansible's summary of them.

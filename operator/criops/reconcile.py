@@ -223,7 +223,7 @@ class Reconciler:
                 return
         if not result.ok:
             reason = "ProbeFailed" if timer else "ValidationFailed"
-            message = f"{what} failed: {result.reason()}"
+            message = f"{what} stopped at {result.reason()}"
             verdict = ("Validated", "False", reason, message)
             await self.label_node(writer, target, False, reason, message, verdict, **fields)
             return

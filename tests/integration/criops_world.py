@@ -24,7 +24,8 @@ PLAYBOOK_TIMEOUT = 900
 
 # What site.yml may change on a node: the fingerprint a failed preflight must leave alone.
 NODE_STATE_SCRIPT = (
-    "ls -la /etc/containerd /etc/cni/net.d /etc/sysctl.d /etc/modules-load.d /opt/criops /usr/local/bin 2>&1; "
+    "ls -la /etc/containerd /etc/containerd/conf.d /etc/cni/net.d /etc/sysctl.d /etc/modules-load.d /opt /opt/criops "
+    "/usr/local/bin 2>&1; "
     "dpkg-query -W -f='${Package} ${Version}\\n' | sort; "
     "systemctl is-active containerd"
 )

@@ -132,7 +132,9 @@ def test_the_operator_reports_a_kata_handler_that_cannot_start(test_host, contro
     validated = next(c for c in status["conditions"] if c["type"] == "Validated")
     assert validated["reason"] == "ValidationFailed"
     # The true reason: the handler is registered, but Kata itself is not installed.
-    assert "kata-runtime" in validated["message"] and "No such file or directory" in validated["message"]
+    assert validated["message"].endswith(
+        "Run the handler's own checks (kata): /opt/kata/bin/kata-runtime: not installed"
+    )
     assert status["runtime"]["name"] == "containerd"
     labels = kubectl_json(control_plane, "get", "node", test_host.name)["metadata"]["labels"]
     assert labels["criops.dev/runtime"] == "kata"

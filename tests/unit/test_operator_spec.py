@@ -148,3 +148,25 @@ def test_the_runtime_class_goes_with_the_last_runtime_node_that_needs_it():
     assert runtimeclass.still_needed("kata", [rn("a", "kata"), rn("b", "kata")], leaving="a")
     assert not runtimeclass.still_needed("kata", [rn("a", "kata"), rn("b", "containerd")], leaving="a")
     assert not runtimeclass.still_needed("kata", [rn("a", "kata"), rn("b", "kata", deleting=True)], leaving="a")
+
+
+def test_a_failed_run_is_explained_by_its_first_failed_task_in_its_own_words():
+    from types import SimpleNamespace
+
+    from criops.ansible_run import _failures
+
+    loop = {"msg": "One or more items failed", "results": [
+        {"failed": False, "msg": ""},
+        {"failed": True, "msg": "[Errno 2] No such file or directory: b'/opt/kata/bin/kata-runtime'"},
+    ]}  # fmt: skip
+    command = {"msg": "non-zero return code", "stderr": "E1126 ...\nfailed to start shim: not found\n"}
+    runner = SimpleNamespace(events=[
+        {"event": "runner_on_ok", "event_data": {"task": "fine", "res": {}}},
+        {"event": "runner_on_failed", "event_data": {"task": "ignored", "ignore_errors": True, "res": {"msg": "x"}}},
+        {"event": "runner_on_failed", "event_data": {"task": "Run the handler's own checks (kata)", "res": loop}},
+        {"event": "runner_on_failed", "event_data": {"task": "Run the pod sandbox", "res": command}},
+    ])  # fmt: skip
+    assert _failures(runner) == [
+        "Run the handler's own checks (kata): [Errno 2] No such file or directory: b'/opt/kata/bin/kata-runtime'",
+        "Run the pod sandbox: failed to start shim: not found",
+    ]

@@ -34,6 +34,7 @@ sys.path.insert(0, str(ROOT / "tests" / "integration"))
 from control_plane import ControlPlane  # noqa: E402
 from criops_world import LOCAL_INVENTORY, local_host  # noqa: E402
 from operator_world import (  # noqa: E402
+    DEBIAN12_EXPECTED_FAILURES,
     SSH_SECRET,
     OperatorProcess,
     install_crd,
@@ -172,7 +173,8 @@ def ready(workdir: Path) -> list[str]:
         manifest = {"apiVersion": "criops.dev/v1alpha1", "kind": "RuntimeNode", "metadata": {"name": rn},
                     "spec": {"nodeName": host, "runtime": "containerd",
                              "access": {"host": "127.0.0.1", "port": port, "sshKeySecretRef": {"name": SSH_SECRET}},
-                             "validation": {"parallel": 2, "focus": FOCUS}}}  # fmt: skip
+                             "validation": {"parallel": 2, "focus": FOCUS,
+                                            "expectedFailures": DEBIAN12_EXPECTED_FAILURES}}}  # fmt: skip
         applied = time.time()
         plane.kubectl("apply", "-f", "-", stdin=json.dumps(manifest))
         while True:

@@ -17,6 +17,7 @@ import os
 import shutil
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -104,6 +105,8 @@ class PlaybookPool:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self._slots = asyncio.Semaphore(settings.concurrency)
+        # Runs last minutes: their own threads, so API calls never queue behind them.
+        self._threads = ThreadPoolExecutor(settings.concurrency, "criops-playbook")
 
     def free_slots(self) -> int:
         return self._slots._value
@@ -132,8 +135,9 @@ class PlaybookPool:
         async with self._slots:
             run_dir = self._new_run_dir(owner, playbook, meta or {})
             cancelled = threading.Event()
-            work = asyncio.ensure_future(
-                asyncio.to_thread(self._run, run_dir, playbook, target, extravars, timeout, ssh_key, cancelled)
+            loop = asyncio.get_running_loop()
+            work = loop.run_in_executor(
+                self._threads, self._run, run_dir, playbook, target, extravars, timeout, ssh_key, cancelled
             )
             try:
                 return await asyncio.shield(work)

@@ -10,6 +10,7 @@ import asyncio
 import logging
 from collections import defaultdict
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from typing import Any
 
@@ -36,7 +37,7 @@ DONE: dict[str, int] = {}
 
 
 @kopf.on.startup()
-def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
+async def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     settings.persistence.finalizer = FINALIZER
     settings.persistence.progress_storage = kopf.StatusProgressStorage()
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
@@ -51,8 +52,14 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     settings.networking.request_timeout = 120
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 330
-    settings.batching.worker_limit = 64
-    settings.execution.max_workers = 8
+    # One worker per RuntimeNode with pending events; a finished one waits
+    # idle_timeout for more before it frees its slot. A low limit makes events
+    # of other objects wait for idle workers (seconds at 1000 RuntimeNodes).
+    settings.batching.worker_limit = SETTINGS.worker_limit
+    settings.batching.idle_timeout = 2.0
+    # Kubernetes API calls run in threads (the client is synchronous); playbook
+    # runs have their own pool (ansible_run.PlaybookPool).
+    asyncio.get_running_loop().set_default_executor(ThreadPoolExecutor(SETTINGS.api_threads, "criops-api"))
 
 
 # Events are posted in the background: a slow API server never holds up a reconcile.

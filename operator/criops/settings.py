@@ -30,6 +30,10 @@ class Settings:
     namespace: str
     # Playbook runs at once, across all RuntimeNodes.
     concurrency: int
+    # RuntimeNodes whose events kopf handles at once.
+    worker_limit: int
+    # Threads for Kubernetes API calls.
+    api_threads: int
     # How often the probe timer wakes up to see whose interval is due (seconds).
     probe_tick: int
     # Runs kept per RuntimeNode for inspection.
@@ -49,6 +53,8 @@ class Settings:
             state_dir=Path(os.environ.get("CRIOPS_STATE_DIR", "/var/lib/criops-operator")),
             namespace=os.environ.get("CRIOPS_NAMESPACE", "criops-system"),
             concurrency=_int("CRIOPS_CONCURRENCY", 2),
+            worker_limit=_int("CRIOPS_WORKER_LIMIT", 1000),
+            api_threads=_int("CRIOPS_API_THREADS", 16),
             probe_tick=_int("CRIOPS_PROBE_TICK", 15),
             runs_kept=_int("CRIOPS_RUNS_KEPT", 5),
             failures_listed=_int("CRIOPS_FAILURES_LISTED", 20),

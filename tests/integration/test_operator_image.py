@@ -93,3 +93,15 @@ def test_the_image_runs_the_operator_as_the_deployment_does(image, kubeconfig_wi
         logs = subprocess.run(["podman", "logs", container], capture_output=True, text=True).stdout
         subprocess.run(["podman", "rm", "-f", "-t", "0", container], capture_output=True)
         print(logs[-4000:])
+
+
+def test_the_manifests_apply_with_kustomize_and_with_f(kubeconfig_with_crd, control_plane: ControlPlane):
+    manifests = REPO / "operator" / "manifests"
+    # The namespace first (a dry run creates nothing for the namespaced objects to land in).
+    assert control_plane.kubectl("apply", "-f", str(manifests / "namespace.yaml")).returncode == 0
+    kustomized = control_plane.kubectl("apply", "-k", str(manifests), "--dry-run=server")
+    assert kustomized.returncode == 0, kustomized.stderr
+    assert "deployment.apps/criops-operator created (server dry run)" in kustomized.stdout
+    files = [f"-f={manifests / name}" for name in ("namespace.yaml", "rbac.yaml", "deployment.yaml")]
+    plain = control_plane.kubectl("apply", *files, "--dry-run=server")
+    assert plain.returncode == 0, plain.stderr

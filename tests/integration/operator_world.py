@@ -62,7 +62,7 @@ def install_operator_access(plane: ControlPlane, workdir: Path) -> Path:
         "-n", NAMESPACE, "create", "secret", "generic", SSH_SECRET, "--type=kubernetes.io/ssh-auth",
         f"--from-file=ssh-privatekey={key}",
     )  # fmt: skip
-    assert secret.returncode == 0 or "AlreadyExists" in secret.stderr, secret.stderr
+    assert secret.returncode == 0 or "already exists" in secret.stderr, secret.stderr
     token = plane.kubectl("-n", NAMESPACE, "create", "token", "criops-operator", "--duration=6h")
     assert token.returncode == 0, token.stderr
     admin = kubectl_json(plane, "config", "view", "--raw")

@@ -24,7 +24,6 @@ from .settings import Settings
 
 GROUP, VERSION, PLURAL = client.GROUP, client.VERSION, client.PLURAL
 FINALIZER = "criops.dev/node-cleanup"
-RETRY_DELAY = 60
 
 SETTINGS = Settings.from_env()
 RECONCILER = Reconciler(SETTINGS)
@@ -132,12 +131,15 @@ async def reconcile(
             if writer.phase() != "Ready":
                 # Not proven yet: say so on the Node (validated=false, the taint if asked for).
                 await RECONCILER.label_node(writer, target, False, "NotValidated", "validation pending")
+            await RECONCILER.require_drained(target)
             if not target.provision or await RECONCILER.provision(writer, name, target):
                 await RECONCILER.validate(writer, name, target)
         except TransientError as error:
-            _poster(body)("Warning", "Waiting", str(error))
-            await writer.write(("Validated", "False", "Waiting", str(error)), ("Ready", "False", "Waiting", str(error)))
-            raise kopf.TemporaryError(str(error), delay=RETRY_DELAY) from None
+            _poster(body)("Warning", error.reason, str(error))
+            await writer.write(
+                ("Validated", "False", error.reason, str(error)), ("Ready", "False", error.reason, str(error))
+            )
+            raise kopf.TemporaryError(str(error), delay=SETTINGS.retry_delay) from None
         DONE[uid] = generation
 
 

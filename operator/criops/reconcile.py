@@ -28,7 +28,7 @@ log = logging.getLogger(__name__)
 PROVEN_REASONS = frozenset({"CritestPassed", "ProbePassed", "ProbeFailed"})
 # Validated reasons of a generation whose validation has not finished: a
 # restarted operator runs it (again).
-UNFINISHED_REASONS = frozenset({"Running", "Waiting"})
+UNFINISHED_REASONS = frozenset({"Running", "Waiting", "NodeNotDrained"})
 
 
 def now() -> str:
@@ -36,7 +36,11 @@ def now() -> str:
 
 
 class TransientError(Exception):
-    """Something outside the spec is not there yet (Node, Secret, SSH); worth retrying."""
+    """Something outside the spec is not there yet (Node, Secret, a drained Node); worth retrying."""
+
+    def __init__(self, message: str, reason: str = "Waiting") -> None:
+        super().__init__(message)
+        self.reason = reason
 
 
 @dataclass
@@ -140,6 +144,13 @@ class Reconciler:
         ready = ("Ready", "True", "Proven", message) if ready_ok else ("Ready", "False", reason, message)
         await writer.write(*conditions, labeled, ready, **fields)
         return ready_ok
+
+    async def require_drained(self, target: Target) -> None:
+        """Refuse (for now) a spec change that would run critest on a live Node."""
+        if target.validation.critest:
+            blocker = st.critest_blocker(await client.read_node(target.node))
+            if blocker:
+                raise TransientError(blocker, reason="NodeNotDrained")
 
     async def ensure_runtime_class(self, writer: StatusWriter, target: Target) -> None:
         """The runtime's RuntimeClass (kata), selecting only Nodes where criops proved the handler."""

@@ -40,6 +40,8 @@ class Settings:
     runs_kept: int
     # Failure names kept in status.critest.failures.
     failures_listed: int
+    # Seconds before a RuntimeNode waiting for something (Secret, drained Node) is looked at again.
+    retry_delay: int
     # Seconds a site.yml run may take.
     provision_timeout: int
 
@@ -58,5 +60,6 @@ class Settings:
             probe_tick=_int("CRIOPS_PROBE_TICK", 15),
             runs_kept=_int("CRIOPS_RUNS_KEPT", 5),
             failures_listed=_int("CRIOPS_FAILURES_LISTED", 20),
+            retry_delay=_int("CRIOPS_RETRY_DELAY", 60),
             provision_timeout=_int("CRIOPS_PROVISION_TIMEOUT", 3600, minimum=60),
         )

@@ -113,6 +113,8 @@ class OperatorProcess:
             "CRIOPS_GROUP_VARS": str(REPO / "inventory" / "local" / "group_vars"),
             "CRIOPS_NAMESPACE": NAMESPACE,
             "CRIOPS_PROBE_TICK": str(self.probe_tick),
+            # Waiting RuntimeNodes (missing Secret, live Node) are looked at again soon.
+            "CRIOPS_RETRY_DELAY": "5",
             # Keep every run, so tests can count them.
             "CRIOPS_RUNS_KEPT": "1000",
             "ANSIBLE_CONFIG": str(REPO / "ansible.cfg"),

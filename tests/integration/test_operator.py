@@ -245,3 +245,46 @@ def test_delete_removes_exactly_what_criops_put_on_the_node(world):
     assert "criops.dev/owned-labels" not in current["metadata"].get("annotations", {})
     assert current["spec"]["taints"] == world["taints"]
     assert not [c for c in current["status"].get("conditions", []) if c["type"] == "CRIRuntimeValidated"]
+
+
+def test_critest_waits_until_a_live_node_is_drained(world):
+    plane, host = world["plane"], world["host"]
+    live, rn_name = f"{host.name}-live", "live-node"
+    register_node(plane, live, {}, [])
+    # What a joined node's kubelet reports; critest on its socket would fight its pods.
+    ready = {"status": {"conditions": [{"type": "Ready", "status": "True", "reason": "KubeletReady",
+                                        "message": "kubelet is posting ready status"}]}}  # fmt: skip
+    patched = plane.kubectl("patch", "node", live, "--subresource=status", "--type=merge", "-p", json.dumps(ready))
+    assert patched.returncode == 0, patched.stderr
+    manifest = {
+        "apiVersion": "criops.dev/v1alpha1",
+        "kind": "RuntimeNode",
+        "metadata": {"name": rn_name},
+        "spec": {
+            "nodeName": live,
+            "runtime": "containerd",
+            "access": {"host": "127.0.0.1", "port": world["port"], "sshKeySecretRef": {"name": SSH_SECRET}},
+            "validation": {"focus": ["Runtime info"]},
+        },
+    }
+    assert plane.kubectl("apply", "-f", "-", stdin=json.dumps(manifest)).returncode == 0
+
+    def validated() -> dict:
+        status = kubectl_json(plane, "get", "runtimenode", rn_name).get("status", {})
+        return next((c for c in status.get("conditions", []) if c["type"] == "Validated"), {})
+
+    waiting = wait_for("NodeNotDrained", lambda: validated().get("reason") == "NodeNotDrained" and validated(), 60)
+    assert waiting["message"].startswith(
+        f"Node {live} is Ready and schedulable: critest needs the CRI server to itself"
+    )
+    assert kubectl_json(plane, "get", "runtimenode", rn_name)["status"]["phase"] == "Pending"
+    assert wait_for("a NodeNotDrained Event", lambda: [
+        e for e in kubectl_json(plane, "-n", NAMESPACE, "get", "events")["items"]
+        if e["reason"] == "NodeNotDrained" and e["involvedObject"]["name"] == rn_name], 30)  # fmt: skip
+    time.sleep(10)  # two retries later, still nothing ran on the node
+    assert runs(world["state"], rn_name) == []
+
+    assert plane.kubectl("cordon", live).returncode == 0
+    wait_for("Ready once cordoned", lambda: validated().get("reason") == "CritestPassed", 180, interval=2)
+    assert len(runs(world["state"], rn_name)) == 1
+    assert plane.kubectl("delete", "runtimenode", rn_name, "--timeout=60s", timeout=90).returncode == 0

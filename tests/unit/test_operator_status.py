@@ -79,6 +79,8 @@ def test_conditions_keep_their_canonical_order():
         ([("Provisioned", "False", "PlaybookFailed")], "Failed"),
         ([("Validated", "False", "CritestFailed")], "Failed"),
         ([("Validated", "False", "ProbeFailed"), ("Ready", "False", "NotValidated")], "Degraded"),
+        ([("Validated", "False", "NodeNotDrained"), ("Ready", "False", "NodeNotDrained")], "Pending"),
+        ([("Validated", "False", "Waiting"), ("Ready", "False", "Waiting")], "Pending"),
         (
             [("Validated", "True", "CritestPassed"), ("NodeLabeled", "True", "Labeled"), ("Ready", "True", "Proven")],
             "Ready",
@@ -95,3 +97,19 @@ def test_phase_is_derived_from_conditions(facts, expected):
 def test_unsupported_wins_over_everything():
     conds = conditions.set_condition([], "Ready", "True", "Proven", "", 1, T0)
     assert status.phase(conds, unsupported=True) == "Unsupported"
+
+
+def _node(ready: str | None, unschedulable: bool = False) -> dict:
+    conds = [{"type": "Ready", "status": ready}] if ready else []
+    return {"metadata": {"name": "n1"}, "spec": {"unschedulable": unschedulable}, "status": {"conditions": conds}}
+
+
+def test_critest_waits_for_a_live_node_to_be_drained():
+    blocker = status.critest_blocker(_node("True"))
+    assert blocker is not None and blocker.startswith("Node n1 is Ready and schedulable")
+    assert "kubectl drain n1" in blocker
+    # Not joined yet, not Ready, cordoned, or no Node object: critest may run.
+    assert status.critest_blocker(_node(None)) is None
+    assert status.critest_blocker(_node("False")) is None
+    assert status.critest_blocker(_node("True", unschedulable=True)) is None
+    assert status.critest_blocker(None) is None

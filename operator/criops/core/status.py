@@ -11,6 +11,8 @@ Phase = Literal["Pending", "Provisioning", "Validating", "Ready", "Degraded", "F
 # Reasons that say the runtime was proven before and a later probe failed.
 DEGRADED_REASONS = frozenset({"ProbeFailed"})
 IN_PROGRESS_REASONS = frozenset({"Running"})
+# Reasons that say criops waits for something outside the spec (retried).
+WAITING_REASONS = frozenset({"Waiting", "NodeNotDrained"})
 
 
 def critest_status(summary: dict[str, Any], failures_listed: int = 20) -> dict[str, Any]:
@@ -69,5 +71,27 @@ def phase(conditions: list[dict[str, Any]], unsupported: bool = False) -> Phase:
         if condition["status"] == "Unknown" and condition.get("reason") in IN_PROGRESS_REASONS:
             return running_phase
         if condition["status"] == "False":
+            if condition.get("reason") in WAITING_REASONS:
+                return "Pending"
             return "Degraded" if condition.get("reason") in DEGRADED_REASONS else "Failed"
     return "Pending"
+
+
+def critest_blocker(node: dict[str, Any] | None) -> str | None:
+    """Why critest must not run on this Node's CRI socket now, or None.
+
+    critest needs the CRI server to itself: it creates and removes pods and
+    images. A Node whose kubelet reports Ready and that still takes pods is live;
+    one that never reported (not joined yet) or is cordoned may be tested.
+    """
+    if node is None:
+        return None
+    ready = next((c for c in node.get("status", {}).get("conditions") or [] if c.get("type") == "Ready"), None)
+    if ready is None or ready.get("status") != "True" or node.get("spec", {}).get("unschedulable"):
+        return None
+    name = node.get("metadata", {}).get("name", "?")
+    return (
+        f"Node {name} is Ready and schedulable: critest needs the CRI server to itself. "
+        f"Drain it (kubectl drain {name} --ignore-daemonsets), or validate before it joins; "
+        "spec.validation.critest: false keeps only the light probe"
+    )

@@ -107,16 +107,14 @@ class PlaybookPool:
         self._slots = asyncio.Semaphore(settings.concurrency)
         # Runs last minutes: their own threads, so API calls never queue behind them.
         self._threads = ThreadPoolExecutor(settings.concurrency, "criops-playbook")
+        self.active = 0
 
-    def free_slots(self) -> int:
-        return self._slots._value
-
-    def _new_run_dir(self, owner: str, playbook: str, meta: dict[str, Any]) -> Path:
+    def _new_run_dir(self, owner: str, playbook: str, record: dict[str, Any]) -> Path:
+        """A fresh run directory; older ones beyond runs_kept are removed (in the worker thread)."""
         runs = self.settings.state_dir / "runs" / owner
-        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S.%fZ")
-        run_dir = runs / f"{stamp}-{Path(playbook).stem}"
+        run_dir = runs / f"{record['startedAt']}-{Path(playbook).stem}"
         (run_dir / "env").mkdir(parents=True, mode=0o700)
-        (run_dir / "run.json").write_text(json.dumps({"playbook": playbook, "startedAt": stamp, **meta}) + "\n")
+        (run_dir / "run.json").write_text(json.dumps(record) + "\n")
         kept = sorted(p for p in runs.iterdir() if p.is_dir())
         for old in kept[: -self.settings.runs_kept]:
             shutil.rmtree(old, ignore_errors=True)
@@ -133,11 +131,11 @@ class PlaybookPool:
         meta: dict[str, Any] | None = None,
     ) -> RunResult:
         async with self._slots:
-            run_dir = self._new_run_dir(owner, playbook, meta or {})
+            self.active += 1
             cancelled = threading.Event()
             loop = asyncio.get_running_loop()
             work = loop.run_in_executor(
-                self._threads, self._run, run_dir, playbook, target, extravars, timeout, ssh_key, cancelled
+                self._threads, self._run, owner, playbook, target, extravars, timeout, ssh_key, meta or {}, cancelled
             )
             try:
                 return await asyncio.shield(work)
@@ -147,17 +145,23 @@ class PlaybookPool:
                 with contextlib.suppress(Exception):
                     await work
                 raise
+            finally:
+                self.active -= 1
 
     def _run(
         self,
-        run_dir: Path,
+        owner: str,
         playbook: str,
         target: Target,
         extravars: dict[str, Any],
         timeout: int,
         ssh_key: str | None,
+        meta: dict[str, Any],
         cancelled: threading.Event,
     ) -> RunResult:
+        # Files and old runs are handled here, in the worker thread, never on the event loop.
+        record = {"playbook": playbook, "startedAt": datetime.now(UTC).strftime("%Y%m%dT%H%M%S.%fZ"), **meta}
+        run_dir = self._new_run_dir(owner, playbook, record)
         started = time.monotonic()
         key_file = None
         if ssh_key is not None:
@@ -194,8 +198,7 @@ class PlaybookPool:
             if key_file is not None:
                 key_file.unlink(missing_ok=True)
         result.seconds = round(time.monotonic() - started, 2)
-        meta = json.loads((run_dir / "run.json").read_text())
-        meta.update(status=result.status, seconds=result.seconds, finishedAt=datetime.now(UTC).isoformat())
-        (run_dir / "run.json").write_text(json.dumps(meta) + "\n")
+        record.update(status=result.status, seconds=result.seconds, finishedAt=datetime.now(UTC).isoformat())
+        (run_dir / "run.json").write_text(json.dumps(record) + "\n")
         log.info("%s on %s: %s in %.1f s (%s)", playbook, target.node, result.status, result.seconds, run_dir)
         return result

@@ -196,4 +196,4 @@ async def delete(body: kopf.Body, spec: kopf.Spec, name: str, uid: str, logger: 
 @kopf.on.probe(id="runs")
 def active_runs(**_: Any) -> int:
     """Playbook slots in use, for the liveness endpoint's report."""
-    return SETTINGS.concurrency - RECONCILER.pool.free_slots()
+    return RECONCILER.pool.active

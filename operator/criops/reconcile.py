@@ -7,7 +7,6 @@ run goes on, and an operator that restarts finds the truth in the object.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -20,8 +19,6 @@ from .core import status as st
 from .core.spec import NAME, RUNTIMES, V1ALPHA2_RUNTIMES, Target, kubelet_speaks_only_v1, validate_vars
 from .kube import client, nodes
 from .settings import Settings
-
-log = logging.getLogger(__name__)
 
 # Validated reasons that mean this generation's proof held at some point; only
 # then does the probe timer run (a failed proof waits for a spec change).
@@ -211,7 +208,7 @@ class Reconciler:
         what = "critest" if critest else "probe"
         if not timer:
             await writer.write(("Validated", "Unknown", "Running", f"validate.yml with critest on {target.node}"))
-        variables = validate_vars(target, critest, "", failures_listed=100000)
+        variables = validate_vars(target, critest, failures_listed=100000)
         timeout = target.validation.timeout_seconds + 600
         result = await self._run(
             name, "validate.yml", target, variables, timeout, {"generation": writer.generation, "critest": critest}

@@ -68,7 +68,7 @@ def test_bad_fields_are_refused_by_name(changes, field, expected):
 
 def test_variables_reach_ansible_as_data_not_as_shell_words():
     target = resolve(spec(validation={"focus": ["Pod$(reboot)"], "skip": ["a b"], "parallel": 2}))
-    variables = validate_vars(target, critest=True, report_dir="/r", failures_listed=500)
+    variables = validate_vars(target, critest=True, failures_listed=500)
     assert variables["cri_validate_critest_focus"] == ["Pod$(reboot)"]
     assert variables["cri_validate_critest_skip"] == ["a b"]
     assert variables["cri_validate_handlers"] == ["runc"]
@@ -127,7 +127,7 @@ def test_kata_nodes_are_in_the_kata_group_under_containerd_and_run_kata_runtime_
     target = resolve(spec(runtime="kata"))
     children = inventory(target, key_file=None)["all"]["children"]
     assert list(children["containerd"]["children"]["kata"]["hosts"]) == ["worker-1"]
-    variables = validate_vars(target, critest=True, report_dir="/r", failures_listed=1)
+    variables = validate_vars(target, critest=True, failures_listed=1)
     assert variables["cri_validate_handlers"] == ["kata"]
     assert variables["cri_validate_handler_checks"]["kata"][0][1:] == ["check", "--no-network-checks"]
 

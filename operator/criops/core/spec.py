@@ -230,8 +230,11 @@ def resolve(spec: dict[str, Any]) -> Target:
     )
 
 
-def validate_vars(target: Target, critest: bool, report_dir: str, failures_listed: int) -> dict[str, Any]:
-    """Extra variables for playbooks/validate.yml on this node (passed as JSON, never through a shell)."""
+def validate_vars(target: Target, critest: bool, failures_listed: int) -> dict[str, Any]:
+    """Extra variables for playbooks/validate.yml on this node (passed as JSON, never through a shell).
+
+    The report directory is the run's own: ansible_run adds it.
+    """
     variables: dict[str, Any] = {
         "criops_validate_hosts": target.node,
         "cri_validate_endpoint": target.endpoint,
@@ -241,7 +244,6 @@ def validate_vars(target: Target, critest: bool, report_dir: str, failures_liste
         "cri_validate_critest_skip": list(target.validation.skip),
         "cri_validate_critest_parallel": target.validation.parallel,
         "cri_validate_critest_timeout": target.validation.timeout_seconds,
-        "cri_validate_report_dir": report_dir,
         # Every failed name, so expectedFailures can be matched exactly.
         "cri_validate_failures_listed": failures_listed,
     }

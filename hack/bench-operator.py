@@ -32,16 +32,16 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests" / "integration"))
 
 from control_plane import ControlPlane  # noqa: E402
-from criops_world import LOCAL_INVENTORY, local_host  # noqa: E402
+from criops_world import LOCAL_INVENTORY, local_host, ssh_port  # noqa: E402
 from operator_world import (  # noqa: E402
     DEBIAN12_EXPECTED_FAILURES,
-    SSH_SECRET,
     OperatorProcess,
     install_crd,
     install_operator_access,
     kubectl_json,
     register_node,
     runs,
+    runtime_node,
 )
 
 # A focused critest keeps the benchmark short; the overhead does not depend on it.
@@ -82,20 +82,7 @@ def scale(workdir: Path, count: int) -> list[str]:
         started = time.monotonic()
         apply_list(
             plane,
-            [
-                {
-                    "apiVersion": "criops.dev/v1alpha1",
-                    "kind": "RuntimeNode",
-                    "metadata": {"name": n},
-                    "spec": {
-                        "nodeName": n,
-                        "runtime": "containerd",
-                        "suspend": True,
-                        "access": {"connection": "local"},
-                    },
-                }
-                for n in names
-            ],
+            [runtime_node(n, n, suspend=True) for n in names],
         )
         while True:
             items = kubectl_json(plane, "get", "runtimenodes")["items"]
@@ -155,9 +142,7 @@ def ready(workdir: Path) -> list[str]:
     plane = ControlPlane(workdir / "control-plane-ready").start()
     operator = None
     try:
-        port = int(
-            subprocess.run(["podman", "port", host, "22/tcp"], capture_output=True, text=True).stdout.split(":")[-1]
-        )
+        port = ssh_port(host)
         inventory = workdir / "hosts.json"
         inventory.write_text(json.dumps({"all": {"children": {"containerd": {"hosts": {host: {
             "ansible_host": "127.0.0.1", "ansible_port": port}}}}}}))  # fmt: skip
@@ -170,11 +155,8 @@ def ready(workdir: Path) -> list[str]:
         (workdir / "state-ready").mkdir()
         operator = OperatorProcess(kubeconfig, workdir / "state-ready", workdir / "operator-ready.log").start()
         time.sleep(10)
-        manifest = {"apiVersion": "criops.dev/v1alpha1", "kind": "RuntimeNode", "metadata": {"name": rn},
-                    "spec": {"nodeName": host, "runtime": "containerd",
-                             "access": {"host": "127.0.0.1", "port": port, "sshKeySecretRef": {"name": SSH_SECRET}},
-                             "validation": {"parallel": 2, "focus": FOCUS,
-                                            "expectedFailures": DEBIAN12_EXPECTED_FAILURES}}}  # fmt: skip
+        validation = {"parallel": 2, "focus": FOCUS, "expectedFailures": DEBIAN12_EXPECTED_FAILURES}
+        manifest = runtime_node(rn, host, ssh_port=port, validation=validation)
         applied = time.time()
         plane.kubectl("apply", "-f", "-", stdin=json.dumps(manifest))
         while True:

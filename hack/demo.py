@@ -29,12 +29,12 @@ from control_plane import ControlPlane  # noqa: E402
 from criops_world import local_host  # noqa: E402
 from operator_world import (  # noqa: E402
     DEBIAN12_EXPECTED_FAILURES,
-    SSH_SECRET,
     OperatorProcess,
     install_crd,
     install_operator_access,
     kubectl_json,
     register_node,
+    runtime_node,
 )
 
 HOST, RN, SSH_PORT = "criops-local", "criops-local", 22022
@@ -65,19 +65,14 @@ def main() -> int:
         say("starting the operator under its ServiceAccount (log: artifacts/demo/operator.log)")
         operator = OperatorProcess(kubeconfig, workdir / "state", workdir / "operator.log").start()
 
-        manifest = {
-            "apiVersion": "criops.dev/v1alpha1",
-            "kind": "RuntimeNode",
-            "metadata": {"name": RN},
-            "spec": {
-                "nodeName": HOST,
-                "runtime": "containerd",
-                "provision": {"enabled": True},
-                "access": {"host": "127.0.0.1", "port": SSH_PORT, "sshKeySecretRef": {"name": SSH_SECRET}},
-                "validation": {"expectedFailures": DEBIAN12_EXPECTED_FAILURES, "parallel": 2, "interval": "5m"},
-                "taintUntilValidated": True,
-            },
-        }
+        manifest = runtime_node(
+            RN,
+            HOST,
+            ssh_port=SSH_PORT,
+            provision={"enabled": True},
+            validation={"expectedFailures": DEBIAN12_EXPECTED_FAILURES, "parallel": 2, "interval": "5m"},
+            taintUntilValidated=True,
+        )
         (workdir / "runtimenode.json").write_text(json.dumps(manifest, indent=2))
         say("kubectl apply -f artifacts/demo/runtimenode.json")
         print(plane.kubectl("apply", "-f", str(workdir / "runtimenode.json")).stdout, end="")

@@ -66,6 +66,12 @@ class ArtifactServer:
         return f"{self.base_url}/{urllib.parse.quote(path.name)}"
 
 
+def ssh_port(name: str) -> int:
+    """The loopback port a test host answers SSH on (hack/local-host.sh published it)."""
+    found = subprocess.run(["podman", "port", name, "22/tcp"], capture_output=True, text=True, check=True)
+    return int(found.stdout.strip().splitlines()[0].rsplit(":", 1)[1])
+
+
 def local_host(action: str, name: str, suite: str = "bookworm") -> subprocess.CompletedProcess[str]:
     """hack/local-host.sh up|down for a test host of the given name."""
     args = [str(REPO / "hack" / "local-host.sh"), action] + ([suite] if action == "up" else [])

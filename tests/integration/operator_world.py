@@ -40,6 +40,23 @@ def kubectl_json(plane: ControlPlane, *args: str) -> Any:
     return json.loads(done.stdout)
 
 
+def runtime_node(
+    name: str, node: str, runtime: str = "containerd", ssh_port: int | None = None, **spec: Any
+) -> dict[str, Any]:
+    """A RuntimeNode manifest: reached over SSH on a loopback port with the test key's Secret, else local."""
+    access = (
+        {"host": "127.0.0.1", "port": ssh_port, "sshKeySecretRef": {"name": SSH_SECRET}}
+        if ssh_port
+        else {"connection": "local"}
+    )
+    return {
+        "apiVersion": "criops.dev/v1alpha1",
+        "kind": "RuntimeNode",
+        "metadata": {"name": name},
+        "spec": {"nodeName": node, "runtime": runtime, "access": access, **spec},
+    }
+
+
 def install_crd(plane: ControlPlane) -> None:
     """crds/ applied and established."""
     applied = plane.kubectl("apply", "-f", str(REPO / "crds"))

@@ -16,13 +16,13 @@ from pathlib import Path
 
 import pytest
 from control_plane import ControlPlane
-from criops_world import REPO, Node, flat, node_state, play_recap, run_playbook, write_inventory
+from criops_world import REPO, Node, flat, node_state, play_recap, run_playbook, ssh_port, write_inventory
 from operator_world import (
-    SSH_SECRET,
     OperatorProcess,
     install_operator_access,
     kubectl_json,
     register_node,
+    runtime_node,
     wait_for,
 )
 
@@ -60,7 +60,9 @@ def test_the_host_check_boots_a_guest_and_refuses_this_machines_kvm(test_host, k
         "kata_host_check_timeout": 30,
     })  # fmt: skip
     if run.returncode == 0:
-        pytest.skip("KVM boots a Linux guest on this machine: nothing to refuse")
+        pytest.skip(
+            "hardware: this machine's KVM boots a Linux guest, so the host check passed and has nothing to refuse"
+        )
     output = flat(run.stdout)
     assert f"KVM on {test_host.name} does not boot a Linux guest: qemu-system-x86_64 with -accel kvm" in output
     assert "Nothing was changed" in output
@@ -101,18 +103,7 @@ def kata_operator(kubeconfig_with_crd, control_plane: ControlPlane, test_host: N
 
 
 def test_the_operator_reports_a_kata_handler_that_cannot_start(test_host, control_plane, kata_operator):
-    port = subprocess.run(["podman", "port", test_host.name, "22/tcp"], capture_output=True, text=True, check=True)
-    manifest = {
-        "apiVersion": "criops.dev/v1alpha1",
-        "kind": "RuntimeNode",
-        "metadata": {"name": "kata-node"},
-        "spec": {
-            "nodeName": test_host.name,
-            "runtime": "kata",
-            "access": {"host": "127.0.0.1", "port": int(port.stdout.split(":")[-1]),
-                       "sshKeySecretRef": {"name": SSH_SECRET}},
-        },
-    }  # fmt: skip
+    manifest = runtime_node("kata-node", test_host.name, "kata", ssh_port(test_host.name))
     assert control_plane.kubectl("apply", "-f", "-", stdin=json.dumps(manifest)).returncode == 0
 
     runtime_class = wait_for(
@@ -172,7 +163,7 @@ def test_critest_through_the_kata_handler(test_host, kata_inventory):
     }
     run = run_playbook(kata_inventory, extra_vars=artifact)
     if "does not boot a Linux guest" in run.stdout:
-        pytest.skip("KVM does not boot a guest on this machine (the host check refused it)")
+        pytest.skip("hardware: this machine's KVM cannot boot a guest (the host check refused it); Kata needs it")
     assert run.returncode == 0, run.stdout[-3000:]
     validate = run_playbook(kata_inventory, "playbooks/validate.yml", extra_vars={
         **artifact,

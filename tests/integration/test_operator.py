@@ -10,7 +10,6 @@ generation, refusal, delete -> cleanup.
 from __future__ import annotations
 
 import json
-import subprocess
 import time
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
@@ -19,16 +18,16 @@ from typing import Any
 
 import pytest
 from control_plane import ControlPlane
-from criops_world import Node
+from criops_world import Node, ssh_port
 from operator_world import (
     DEBIAN12_EXPECTED_FAILURES,
     NAMESPACE,
-    SSH_SECRET,
     OperatorProcess,
     install_operator_access,
     kubectl_json,
     register_node,
     runs,
+    runtime_node,
     wait_for,
 )
 
@@ -52,18 +51,13 @@ def world(kubeconfig_with_crd: Path, control_plane: ControlPlane, test_host: Nod
     state = workdir / "state"
     state.mkdir()
     operator = OperatorProcess(kubeconfig, state, workdir / "operator.log").start()
-    port = (
-        subprocess.run(["podman", "port", test_host.name, "22/tcp"], capture_output=True, text=True, check=True)
-        .stdout.split(":")[-1]
-        .strip()
-    )
     try:
         yield {
             "plane": control_plane,
             "host": test_host,
             "operator": operator,
             "state": state,
-            "port": int(port),
+            "port": ssh_port(test_host.name),
             "taints": taints,
         }
     finally:
@@ -109,20 +103,15 @@ def events(world: dict, reason: str) -> list[dict]:
 
 def test_apply_provisions_validates_and_labels_the_node(world):
     host = world["host"]
-    manifest = {
-        "apiVersion": "criops.dev/v1alpha1",
-        "kind": "RuntimeNode",
-        "metadata": {"name": RN},
-        "spec": {
-            "nodeName": host.name,
-            "runtime": "containerd",
-            "provision": {"enabled": True},
-            "access": {"host": "127.0.0.1", "port": world["port"], "sshKeySecretRef": {"name": SSH_SECRET}},
-            "validation": {"expectedFailures": DEBIAN12_EXPECTED_FAILURES, "parallel": 2, "interval": f"{INTERVAL}s"},
-            "taintUntilValidated": True,
-            "labels": {"example.com/ready": "yes"},
-        },
-    }
+    manifest = runtime_node(
+        RN,
+        host.name,
+        ssh_port=world["port"],
+        provision={"enabled": True},
+        validation={"expectedFailures": DEBIAN12_EXPECTED_FAILURES, "parallel": 2, "interval": f"{INTERVAL}s"},
+        taintUntilValidated=True,
+        labels={"example.com/ready": "yes"},
+    )
     applied = world["plane"].kubectl("apply", "-f", "-", stdin=json.dumps(manifest))
     assert applied.returncode == 0, applied.stderr
     # While it is unproven, the Node carries the taint and validated=false.
@@ -256,17 +245,7 @@ def test_critest_waits_until_a_live_node_is_drained(world):
                                         "message": "kubelet is posting ready status"}]}}  # fmt: skip
     patched = plane.kubectl("patch", "node", live, "--subresource=status", "--type=merge", "-p", json.dumps(ready))
     assert patched.returncode == 0, patched.stderr
-    manifest = {
-        "apiVersion": "criops.dev/v1alpha1",
-        "kind": "RuntimeNode",
-        "metadata": {"name": rn_name},
-        "spec": {
-            "nodeName": live,
-            "runtime": "containerd",
-            "access": {"host": "127.0.0.1", "port": world["port"], "sshKeySecretRef": {"name": SSH_SECRET}},
-            "validation": {"focus": ["Runtime info"]},
-        },
-    }
+    manifest = runtime_node(rn_name, live, ssh_port=world["port"], validation={"focus": ["Runtime info"]})
     assert plane.kubectl("apply", "-f", "-", stdin=json.dumps(manifest)).returncode == 0
 
     def validated() -> dict:

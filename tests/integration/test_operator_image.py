@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from control_plane import ControlPlane, free_port
 from criops_world import REPO
-from operator_world import NAMESPACE, install_operator_access, kubectl_json, register_node, wait_for
+from operator_world import NAMESPACE, install_operator_access, kubectl_json, register_node, runtime_node, wait_for
 
 pytestmark = pytest.mark.integration
 # runc (crun refuses hybrid cgroups) and rlimits within this machine's hard limits.
@@ -66,12 +66,7 @@ def test_the_image_runs_the_operator_as_the_deployment_does(image, kubeconfig_wi
     )  # fmt: skip
     assert started.returncode == 0, started.stderr
     try:
-        manifest = {
-            "apiVersion": "criops.dev/v1alpha1",
-            "kind": "RuntimeNode",
-            "metadata": {"name": name},
-            "spec": {"nodeName": name, "runtime": "crun", "suspend": True, "access": {"connection": "local"}},
-        }
+        manifest = runtime_node(name, name, "crun", suspend=True)
         assert control_plane.kubectl("apply", "-f", "-", stdin=json.dumps(manifest)).returncode == 0
 
         def handled() -> bool:

@@ -3,8 +3,9 @@
 Each run gets its own directory (inventory, extra vars as a JSON file, the SSH
 key for the length of the run, reports, ansible-runner's artifacts); the last
 few per RuntimeNode are kept for inspection. Nothing from a RuntimeNode is ever
-put into a shell: Ansible reads the variables from JSON and starts its commands
-with argv lists.
+code: every string in the extra vars and the inventory is marked unsafe
+(core.untrusted), so Ansible uses it as literal text and never templates it, and
+Ansible starts its commands with argv lists, never through a shell.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from typing import Any
 import ansible_runner
 
 from .core.spec import Target
+from .core.untrusted import mark_unsafe
 from .settings import Settings
 
 log = logging.getLogger(__name__)
@@ -66,13 +68,20 @@ class RunResult:
 
 
 def inventory(target: Target, key_file: Path | None) -> dict[str, Any]:
-    """A one-node inventory: the node in its runtime's group, reached as spec.access says."""
-    host: dict[str, Any] = {"ansible_connection": target.access.connection, "ansible_user": target.access.user}
+    """A one-node inventory: the node in its runtime's group, reached as spec.access says.
+
+    Every value from the spec is marked unsafe; the host name itself is a Node
+    name (DNS subdomain syntax, checked), which cannot hold template syntax.
+    """
+    host: dict[str, Any] = mark_unsafe(
+        {"ansible_connection": target.access.connection, "ansible_user": target.access.user}
+    )
     if target.access.connection == "ssh":
-        host.update(ansible_host=target.access.host, ansible_port=target.access.port)
+        host.update(mark_unsafe({"ansible_host": target.access.host}), ansible_port=target.access.port)
         if key_file is not None:
-            host["ansible_ssh_private_key_file"] = str(key_file)
+            host["ansible_ssh_private_key_file"] = mark_unsafe(str(key_file))
     else:
+        # criops' own template, not the spec's: the controller's Python runs local tasks.
         host["ansible_python_interpreter"] = "{{ ansible_playbook_python }}"
     group: dict[str, Any] = {target.group: {"hosts": {target.node: host}}}
     if target.parent_group:
@@ -174,7 +183,8 @@ class PlaybookPool:
         (inventory_dir / "hosts.json").write_text(json.dumps(inventory(target, key_file), indent=2))
         if self.settings.group_vars_dir is not None:
             (inventory_dir / "group_vars").symlink_to(self.settings.group_vars_dir.resolve())
-        variables = {**extravars, "cri_validate_report_dir": str(run_dir / "reports")}
+        # Everything here is data: the spec's values and criops' own (paths, handler checks) alike.
+        variables = mark_unsafe({**extravars, "cri_validate_report_dir": str(run_dir / "reports")})
         extravars_file = run_dir / "env" / "extravars"
         extravars_file.write_text(json.dumps(variables, indent=2))
         extravars_file.chmod(0o600)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 from criops.ansible_run import inventory
@@ -76,17 +77,22 @@ def test_variables_reach_ansible_as_data_not_as_shell_words():
     assert "cri_validate_test_images_override" not in variables
 
 
-def test_the_inventory_holds_one_node_in_its_runtime_group():
+def test_the_inventory_holds_one_node_in_its_runtime_group_with_every_string_marked_unsafe():
     target = resolve(spec(access={"host": "10.0.0.7", "port": 2222, "user": "admin", "sshKeySecretRef": {"name": "k"}}))
-    hosts = inventory(target, key_file=None)["all"]["children"]["containerd"]["hosts"]
+    hosts = inventory(target, key_file=Path("/run/key"))["all"]["children"]["containerd"]["hosts"]
     assert hosts == {
         "worker-1": {
-            "ansible_connection": "ssh",
-            "ansible_user": "admin",
-            "ansible_host": "10.0.0.7",
+            "ansible_connection": {"__ansible_unsafe": "ssh"},
+            "ansible_user": {"__ansible_unsafe": "admin"},
+            "ansible_host": {"__ansible_unsafe": "10.0.0.7"},
             "ansible_port": 2222,
+            "ansible_ssh_private_key_file": {"__ansible_unsafe": "/run/key"},
         }
     }
+    local = resolve(spec(access={"connection": "local"}))
+    host = inventory(local, key_file=None)["all"]["children"]["containerd"]["hosts"]["worker-1"]
+    # criops' own template, the one string that is meant to be rendered.
+    assert host["ansible_python_interpreter"] == "{{ ansible_playbook_python }}"
 
 
 @pytest.mark.parametrize(("text", "seconds"), [("30s", 30), ("5m", 300), ("1h30m", 5400), ("24h", 86400)])

@@ -16,6 +16,7 @@ from typing import Any
 
 import kopf
 
+from . import role_variables
 from .core import runtimeclass
 from .core.spec import SpecError, resolve
 from .kube import client, nodes
@@ -27,6 +28,8 @@ FINALIZER = "criops.dev/node-cleanup"
 
 SETTINGS = Settings.from_env()
 RECONCILER = Reconciler(SETTINGS)
+# What spec.provision.extraVars may set: the roles' argument specs.
+ROLE_VARIABLES = role_variables.load(SETTINGS.project_dir)
 # One lock per RuntimeNode: a spec handler and the probe timer never run a
 # playbook for the same node at the same time.
 LOCKS: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
@@ -110,7 +113,7 @@ async def reconcile(
             DONE[uid] = generation
             return
         try:
-            target = resolve(dict(spec))
+            target = resolve(dict(spec), ROLE_VARIABLES)
         except SpecError as error:
             # Refused before anything touches the node; the next spec change is looked at again.
             _poster(body)("Warning", "InvalidSpec", str(error))
@@ -160,7 +163,7 @@ async def probe(
         return
     generation = int(meta["generation"])
     try:
-        target = resolve(dict(spec))
+        target = resolve(dict(spec), ROLE_VARIABLES)
     except SpecError:
         return  # reported by the spec handler
     if not probe_due(dict(status), generation, target.validation.interval_seconds, datetime.now(UTC)):

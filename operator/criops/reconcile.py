@@ -7,10 +7,13 @@ run goes on, and an operator that restarts finds the truth in the object.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
+
+from kubernetes.client.exceptions import ApiException
 
 from .ansible_run import PlaybookPool, RunResult
 from .core import conditions as cond
@@ -19,6 +22,8 @@ from .core import status as st
 from .core.spec import NAME, RUNTIMES, V1ALPHA2_RUNTIMES, Target, kubelet_speaks_only_v1, validate_vars
 from .kube import client, nodes
 from .settings import Settings
+
+log = logging.getLogger(__name__)
 
 # Validated reasons that mean this generation's proof held at some point; only
 # then does the probe timer run (a failed proof waits for a spec change).
@@ -114,9 +119,30 @@ class Reconciler:
     ) -> bool:
         """Node labels/condition/taint for the verdict, then one status write: `conditions`,
         NodeLabeled, Ready and `fields` together (observedGeneration last of all). True when Ready."""
-        result = await nodes.apply(
-            target.node, target.runtime, validated, reason, message, target.labels, target.taint_until_validated, now()
-        )
+        try:
+            result = await nodes.apply(
+                target.node,
+                target.runtime,
+                validated,
+                reason,
+                message,
+                target.labels,
+                target.taint_until_validated,
+                now(),
+            )
+        except ApiException as error:
+            if not client.permanent(error):
+                raise
+            # The same patch would be refused again: say why and stop, rather
+            # than have kopf retry the handler (and critest) forever.
+            refused = f"the API server refused to update Node {target.node}: {client.server_message(error)}"
+            await writer.write(
+                *conditions,
+                ("NodeLabeled", "False", st.NODE_UPDATE_REFUSED, refused),
+                ("Ready", "False", st.NODE_UPDATE_REFUSED, refused),
+                **fields,
+            )
+            return False
         if not result.found:
             await writer.write(
                 *conditions,
@@ -160,7 +186,13 @@ class Reconciler:
         node, runtime = spec.get("nodeName"), spec.get("runtime")
         if not (isinstance(node, str) and NAME.match(node) and isinstance(runtime, str) and runtime in RUNTIMES):
             return
-        await nodes.apply(node, runtime, False, "InvalidSpec", message, {}, False, now())
+        try:
+            await nodes.apply(node, runtime, False, "InvalidSpec", message, {}, False, now())
+        except ApiException as error:
+            if not client.permanent(error):
+                raise
+            # The spec is already reported invalid; the Node's refusal adds nothing to retry for.
+            log.warning("Node %s refused validated=false: %s", node, client.server_message(error))
 
     async def suspend(self, writer: StatusWriter, target: Target) -> None:
         await self.label_node(
@@ -270,6 +302,9 @@ def probe_due(status: dict[str, Any], generation: int, interval: int, at: dateti
         return False
     if validated.get("reason") not in PROVEN_REASONS:
         return False
+    labeled = cond.find(status.get("conditions") or [], "NodeLabeled")
+    if labeled and labeled.get("reason") == st.NODE_UPDATE_REFUSED and labeled.get("observedGeneration") == generation:
+        return False  # The Node update was refused for good: a spec or policy change comes first.
     last = status.get("lastProbed") or status.get("lastValidated")
     if not last:
         return True

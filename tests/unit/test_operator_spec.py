@@ -7,10 +7,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from criops import role_variables
 from criops.ansible_run import inventory
 from criops.core import conditions, runtimeclass
 from criops.core.spec import SpecError, kubelet_speaks_only_v1, parse_duration, resolve, validate_vars
 from criops.reconcile import probe_due, validated_generation
+
+ROLE_VARIABLES = role_variables.load(Path(__file__).resolve().parents[2])
 
 SPEC = {
     "nodeName": "worker-1",
@@ -56,12 +59,33 @@ def test_defaults_follow_the_runtime():
         ({"provision": {"extraVars": {"ansible_host": "evil"}}}, "provision.extraVars.ansible_host", "not accepted"),
         ({"provision": {"extraVars": {"criops_root": "/"}}}, "provision.extraVars.criops_root", "not accepted"),
         ({"provision": {"extraVars": {"Bad-Name": 1}}}, "provision.extraVars.Bad-Name", "role variable name"),
-        ({"labels": {"criops.dev/validated": "true"}}, "labels", "criops.dev/"),
+        ({"labels": {"criops.dev/validated": "true"}}, "labels.criops.dev/validated", "criops' own"),
+        (
+            {"provision": {"extraVars": {"containerd_registry_mirrors": []}}},
+            "provision.extraVars.containerd_registry_mirrors",
+            "did you mean containerd_registries_mirrors?",
+        ),
+        (
+            {"provision": {"extraVars": {"kata_handler": "kata"}}},
+            "provision.extraVars.kata_handler",
+            "containerd, cri_tools",
+        ),
+        (
+            {"provision": {"extraVars": {"containerd_registries_mirrors": [{"{{ 7*7 }}": "x"}]}}},
+            "provision.extraVars.containerd_registries_mirrors[0].{{ 7*7 }}",
+            "template syntax",
+        ),
+        (
+            {"provision": {"extraVars": {"containerd_sandbox_image": {"__ansible_unsafe": "x"}}}},
+            "provision.extraVars.containerd_sandbox_image.__ansible_unsafe",
+            "ansible-core's own markers",
+        ),
+        ({"validation": {"testImages": {"{{ x }}": "busybox"}}}, "validation.testImages.{{ x }}", "one of"),
     ],
 )
 def test_bad_fields_are_refused_by_name(changes, field, expected):
     with pytest.raises(SpecError) as refused:
-        resolve(spec(**changes))
+        resolve(spec(**changes), ROLE_VARIABLES)
     assert refused.value.field == field
     assert str(refused.value).startswith(f"spec.{field}: ")
     assert expected in str(refused.value)
@@ -93,6 +117,48 @@ def test_the_inventory_holds_one_node_in_its_runtime_group_with_every_string_mar
     host = inventory(local, key_file=None)["all"]["children"]["containerd"]["hosts"]["worker-1"]
     # criops' own template, the one string that is meant to be rendered.
     assert host["ansible_python_interpreter"] == "{{ ansible_playbook_python }}"
+
+
+def test_extra_vars_may_set_the_variables_of_the_roles_that_run_for_the_runtime():
+    mirrors = [{"prefix": "docker.io", "mirrors": [{"host": "http://10.0.2.2:5000"}]}]
+    target = resolve(spec(provision={"extraVars": {"containerd_registries_mirrors": mirrors}}), ROLE_VARIABLES)
+    assert target.provision_vars == {"containerd_registries_mirrors": mirrors}
+    kata = resolve(spec(runtime="kata", provision={"extraVars": {"kata_handler": "kata"}}), ROLE_VARIABLES)
+    assert kata.provision_vars == {"kata_handler": "kata"}
+    # Without the roles' variables nothing is known, so nothing is let through.
+    with pytest.raises(SpecError, match="not a variable"):
+        resolve(spec(provision={"extraVars": {"containerd_sandbox_image": "pause"}}))
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "expected"),
+    [
+        ("node-role.kubernetes.io/control-plane", "", "Kubernetes' own"),
+        ("kubernetes.io/hostname", "other", "Kubernetes' own"),
+        ("topology.kubernetes.io/zone", "a", "Kubernetes' own"),
+        ("node.kubernetes.io/exclude-from-external-load-balancers", "true", "Kubernetes' own"),
+        ("k8s.io/x", "y", "Kubernetes' own"),
+        ("kubelet.k8s.io/x", "y", "Kubernetes' own"),
+        ("sub.criops.dev/x", "y", "criops' own"),
+        ("example.com/ok", "has spaces", "value 'has spaces'"),
+        ("example.com/ok", "$(id)", "value '$(id)'"),
+        ("example.com/ok", "x" * 64, "at most 63"),
+        ("Example.com/ok", "y", "DNS subdomain"),
+        ("/ok", "y", "DNS subdomain"),
+        ("example.com/", "y", "the name must be"),
+        ("example.com/{{x}}", "y", "the name must be"),
+    ],
+)
+def test_labels_a_kubelet_may_not_set_or_the_api_would_refuse_are_refused(key, value, expected):
+    with pytest.raises(SpecError) as refused:
+        resolve(spec(labels={key: value}))
+    assert refused.value.field == f"labels.{key}"
+    assert expected in str(refused.value)
+
+
+def test_labels_under_node_restriction_and_other_domains_are_allowed():
+    labels = {"node-restriction.kubernetes.io/runtime-proven": "yes", "example.com/ready": "", "tier": "gpu"}
+    assert resolve(spec(labels=labels)).labels == labels
 
 
 @pytest.mark.parametrize(("text", "seconds"), [("30s", 30), ("5m", 300), ("1h30m", 5400), ("24h", 86400)])
@@ -127,6 +193,27 @@ def test_the_probe_runs_for_a_proven_generation_once_its_interval_passed():
     # A failed critest waits for a spec change; an older generation waits for its validation.
     assert not probe_due(_status("CritestFailed", 2, "2026-11-26T00:00:00Z"), 2, 300, at)
     assert not probe_due(_status("CritestPassed", 1, "2026-11-26T00:00:00Z"), 2, 300, at)
+
+
+def test_a_refused_node_update_waits_for_a_spec_change_not_the_probe():
+    at = datetime(2026, 11, 26, 0, 10, tzinfo=UTC)
+    proven = _status("CritestPassed", 2, "2026-11-26T00:00:00Z")
+    refused = conditions.set_condition(proven["conditions"], "NodeLabeled", "False", "NodeUpdateRefused", "", 2, "")
+    assert probe_due(proven, 2, 300, at)
+    assert not probe_due({**proven, "conditions": refused}, 2, 300, at)
+
+
+def test_api_errors_that_a_retry_cannot_fix_are_told_apart_in_the_servers_words():
+    from criops.kube.client import permanent, server_message
+    from kubernetes.client.exceptions import ApiException
+
+    invalid = ApiException(status=422, reason="Unprocessable Entity")
+    invalid.body = '{"kind": "Status", "message": "Node \\"w\\" is invalid: label value"}'
+    assert permanent(invalid)
+    assert server_message(invalid) == 'Node "w" is invalid: label value'
+    busy = ApiException(status=503, reason="Service Unavailable")
+    assert not permanent(busy) and not permanent(ApiException(status=409)) and not permanent(OSError())
+    assert server_message(busy) == "503 Service Unavailable"
 
 
 def test_kata_nodes_are_in_the_kata_group_under_containerd_and_run_kata_runtime_check():

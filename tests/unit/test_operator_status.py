@@ -85,6 +85,15 @@ def test_conditions_keep_their_canonical_order():
             [("Validated", "True", "CritestPassed"), ("NodeLabeled", "True", "Labeled"), ("Ready", "True", "Proven")],
             "Ready",
         ),
+        (
+            [
+                ("Validated", "True", "CritestPassed"),
+                ("NodeLabeled", "False", "NodeUpdateRefused"),
+                ("Ready", "False", "NodeUpdateRefused"),
+            ],
+            "Failed",
+        ),
+        ([("Validated", "True", "CritestPassed"), ("NodeLabeled", "False", "NodeNotFound")], "Pending"),
     ],
 )
 def test_phase_is_derived_from_conditions(facts, expected):

@@ -8,6 +8,7 @@ person or another controller set, even under the same key later.
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 LABEL_RUNTIME = "criops.dev/runtime"
@@ -15,6 +16,50 @@ LABEL_VALIDATED = "criops.dev/validated"
 OWNED_ANNOTATION = "criops.dev/owned-labels"
 TAINT_KEY = "criops.dev/unvalidated"
 NODE_CONDITION = "CRIRuntimeValidated"
+
+_DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+# A label name, and a label value (which may also be empty): Kubernetes' syntax.
+_LABEL_NAME = re.compile(r"^[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$")
+# Prefixes Kubernetes keeps for itself; NodeRestriction lets kubelets set only a
+# few of them and none under node-restriction.kubernetes.io, which exists for
+# labels that workloads may trust because no kubelet can set them.
+_RESERVED_DOMAINS = ("kubernetes.io", "k8s.io")
+_OPEN_DOMAIN = "node-restriction.kubernetes.io"
+
+
+def _within(prefix: str, domain: str) -> bool:
+    return prefix == domain or prefix.endswith("." + domain)
+
+
+def label_problem(key: str, value: str) -> str | None:
+    """Why `key: value` may not be an extra Node label of a RuntimeNode, or None.
+
+    The syntax is Kubernetes' own (so the Node patch cannot be refused for it);
+    criops.dev/ is criops' own; kubernetes.io/ and k8s.io/ (with subdomains) steer
+    scheduling, load balancers and topology and are refused, except
+    node-restriction.kubernetes.io/.
+    """
+    prefix, slash, name = key.rpartition("/")
+    if slash and (not prefix or len(prefix) > 253 or not _DNS_SUBDOMAIN.match(prefix)):
+        return f"key {key!r}: the prefix before / must be a DNS subdomain of at most 253 characters"
+    if not name or len(name) > 63 or not _LABEL_NAME.match(name):
+        return (
+            f"key {key!r}: the name must be 1-63 characters of letters, digits, '-', '_' or '.', "
+            "starting and ending with a letter or digit"
+        )
+    if _within(prefix, "criops.dev"):
+        return f"key {key!r}: criops.dev/ labels are criops' own"
+    if any(_within(prefix, domain) for domain in _RESERVED_DOMAINS) and not _within(prefix, _OPEN_DOMAIN):
+        return (
+            f"key {key!r}: kubernetes.io/ and k8s.io/ labels are Kubernetes' own "
+            f"(use {_OPEN_DOMAIN}/ for labels kubelets may not set)"
+        )
+    if len(value) > 63 or (value and not _LABEL_NAME.match(value)):
+        return (
+            f"value {value!r} of {key!r}: expected at most 63 characters of letters, digits, '-', '_' or '.', "
+            "starting and ending with a letter or digit"
+        )
+    return None
 
 
 def owned_labels(annotations: dict[str, str] | None) -> list[str]:

@@ -7,24 +7,47 @@ change, or created with validation off, must not reach Ansible unchecked).
 
 from __future__ import annotations
 
+import difflib
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from .node_labels import label_problem
+from .untrusted import refused_key
+
 # What each runtime means for criops: where its CRI socket is, which inventory
-# group provisions it, and which containerd handler proves it.
-RUNTIMES: dict[str, dict[str, str]] = {
-    "containerd": {"endpoint": "unix:///run/containerd/containerd.sock", "group": "containerd", "handler": "runc"},
-    "crun": {"endpoint": "unix:///run/containerd/containerd.sock", "group": "containerd", "handler": "crun"},
+# group provisions it, which containerd handler proves it, and which roles
+# site.yml runs for it (whose variables spec.provision.extraVars may set).
+CONTAINERD_ROLES = ("node_prereqs", "cni_plugins", "containerd", "cri_tools")
+RUNTIMES: dict[str, dict[str, Any]] = {
+    "containerd": {
+        "endpoint": "unix:///run/containerd/containerd.sock",
+        "group": "containerd",
+        "handler": "runc",
+        "roles": CONTAINERD_ROLES,
+    },
+    "crun": {
+        "endpoint": "unix:///run/containerd/containerd.sock",
+        "group": "containerd",
+        "handler": "crun",
+        "roles": CONTAINERD_ROLES,
+    },
     # The kata group is a child of containerd: kata nodes get both roles.
     "kata": {
         "endpoint": "unix:///run/containerd/containerd.sock",
         "group": "kata",
         "handler": "kata",
         "parent": "containerd",
+        "roles": (*CONTAINERD_ROLES, "kata"),
     },
-    "virtlet": {"endpoint": "unix:///run/virtlet.sock", "group": "virtlet", "handler": ""},
-    "singularity-cri": {"endpoint": "unix:///var/run/singularity.sock", "group": "singularity_cri", "handler": ""},
+    "virtlet": {"endpoint": "unix:///run/virtlet.sock", "group": "virtlet", "handler": "", "roles": ()},
+    "singularity-cri": {
+        "endpoint": "unix:///var/run/singularity.sock",
+        "group": "singularity_cri",
+        "handler": "",
+        "roles": (),
+    },
 }
 HANDLER_RUNTIMES = frozenset({"containerd", "crun", "kata"})
 # Archived runtimes that only ever spoke CRI v1alpha2 (dropped by kubelet 1.26).
@@ -33,6 +56,9 @@ V1ALPHA2_RUNTIMES = frozenset({"virtlet", "singularity-cri"})
 HANDLER_CHECKS: dict[str, list[list[str]]] = {
     "kata": [["/opt/kata/bin/kata-runtime", "check", "--no-network-checks"]],
 }
+
+# The images of critest's --test-images-file a RuntimeNode may replace.
+TEST_IMAGE_KEYS = ("defaultTestContainerImage", "webServerTestImage")
 
 NAME = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
 _HANDLER = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
@@ -162,6 +188,9 @@ def _validation(spec: dict[str, Any]) -> Validation:
     images = raw.get("testImages") or {}
     if not isinstance(images, dict) or not all(isinstance(v, str) and v for v in images.values()):
         raise SpecError("validation.testImages", "expected image references as strings")
+    for key in images:
+        if key not in TEST_IMAGE_KEYS:
+            raise SpecError(f"validation.testImages.{key}", f"expected one of {', '.join(TEST_IMAGE_KEYS)}")
     return Validation(
         critest=bool(raw.get("critest", True)),
         focus=_string_list("validation.focus", raw.get("focus"), patterns=True),
@@ -174,11 +203,15 @@ def _validation(spec: dict[str, Any]) -> Validation:
     )
 
 
-def _provision_vars(spec: dict[str, Any]) -> tuple[bool, dict[str, Any]]:
+def _provision_vars(
+    spec: dict[str, Any], runtime: str, role_variables: Mapping[str, frozenset[str]]
+) -> tuple[bool, dict[str, Any]]:
     provision = spec.get("provision") or {}
     extra = provision.get("extraVars") or {}
     if not isinstance(extra, dict):
         raise SpecError("provision.extraVars", "expected an object of role variables")
+    roles = RUNTIMES[runtime]["roles"]
+    known = frozenset().union(*(role_variables.get(role, frozenset()) for role in roles))
     for key in extra:
         if not isinstance(key, str) or not _VARIABLE.match(key):
             raise SpecError(f"provision.extraVars.{key}", "expected a role variable name (lower case, digits, _)")
@@ -187,11 +220,37 @@ def _provision_vars(spec: dict[str, Any]) -> tuple[bool, dict[str, Any]]:
                 f"provision.extraVars.{key}",
                 "ansible_* and criops_* variables are not accepted: connection and become come from spec.access",
             )
+        if key not in known:
+            closest = difflib.get_close_matches(key, sorted(known), n=1)
+            hint = f"; did you mean {closest[0]}?" if closest else ""
+            ran = f"the roles site.yml runs for {runtime} ({', '.join(roles)})" if roles else f"no role of {runtime}"
+            raise SpecError(f"provision.extraVars.{key}", f"not a variable of {ran}{hint}")
+    refused = refused_key(extra, "provision.extraVars")
+    if refused:
+        raise SpecError(*refused)
     return bool(provision.get("enabled", False)), dict(extra)
 
 
-def resolve(spec: dict[str, Any]) -> Target:
-    """The spec checked field by field; raises SpecError naming the first bad field."""
+def _labels(spec: dict[str, Any]) -> dict[str, str]:
+    labels = spec.get("labels") or {}
+    if not isinstance(labels, dict):
+        raise SpecError("labels", "expected an object of Node labels")
+    for key, value in labels.items():
+        if not isinstance(value, str):
+            raise SpecError(f"labels.{key}", f"expected a string value, got {value!r}")
+        problem = label_problem(str(key), value)
+        if problem:
+            raise SpecError(f"labels.{key}", problem)
+    return {str(k): v for k, v in labels.items()}
+
+
+def resolve(spec: dict[str, Any], role_variables: Mapping[str, frozenset[str]] | None = None) -> Target:
+    """The spec checked field by field; raises SpecError naming the first bad field.
+
+    `role_variables` maps each role to the variables its argument specs declare
+    (criops.role_variables); spec.provision.extraVars may set only those of the
+    roles that run for the runtime. None knows no variables.
+    """
     node = spec.get("nodeName")
     if not isinstance(node, str) or not NAME.match(node) or len(node) > 253:
         raise SpecError("nodeName", f"expected the name of a Node, got {node!r}")
@@ -210,10 +269,8 @@ def resolve(spec: dict[str, Any]) -> Target:
             raise SpecError("runtimeHandler", f"expected a RuntimeClass handler name, got {handler!r}")
         if runtime == "kata" and handler != "kata":
             raise SpecError("runtimeHandler", "runtime kata validates the containerd handler 'kata'")
-    labels = spec.get("labels") or {}
-    if not isinstance(labels, dict) or any(str(k).startswith("criops.dev/") for k in labels):
-        raise SpecError("labels", "expected extra Node labels outside the criops.dev/ prefix")
-    provision, provision_vars = _provision_vars(spec)
+    labels = _labels(spec)
+    provision, provision_vars = _provision_vars(spec, runtime, role_variables or {})
     return Target(
         node=node,
         runtime=runtime,
@@ -225,7 +282,7 @@ def resolve(spec: dict[str, Any]) -> Target:
         validation=_validation(spec),
         provision=provision,
         provision_vars=provision_vars,
-        labels={str(k): str(v) for k, v in labels.items()},
+        labels=labels,
         taint_until_validated=bool(spec.get("taintUntilValidated", False)),
     )
 

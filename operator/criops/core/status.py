@@ -13,6 +13,9 @@ DEGRADED_REASONS = frozenset({"ProbeFailed"})
 IN_PROGRESS_REASONS = frozenset({"Running"})
 # Reasons that say criops waits for something outside the spec (retried).
 WAITING_REASONS = frozenset({"Waiting", "NodeNotDrained"})
+# NodeLabeled/Ready reason when the API server refused the Node update for good
+# (422, 403, ...): the generation is Failed and waits for a spec or policy change.
+NODE_UPDATE_REFUSED = "NodeUpdateRefused"
 
 
 def critest_status(summary: dict[str, Any], failures_listed: int = 20) -> dict[str, Any]:
@@ -74,6 +77,9 @@ def phase(conditions: list[dict[str, Any]], unsupported: bool = False) -> Phase:
             if condition.get("reason") in WAITING_REASONS:
                 return "Pending"
             return "Degraded" if condition.get("reason") in DEGRADED_REASONS else "Failed"
+    labeled = find(conditions, "NodeLabeled")
+    if labeled is not None and labeled["status"] == "False" and labeled.get("reason") == NODE_UPDATE_REFUSED:
+        return "Failed"
     return "Pending"
 
 

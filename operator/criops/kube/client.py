@@ -25,6 +25,25 @@ STRATEGIC_MERGE_PATCH = "application/strategic-merge-patch+json"
 REQUEST_TIMEOUT = (10, 60)  # connect, read (seconds)
 
 
+# Answers that the same request will get again: retrying cannot help, a spec or
+# policy change must come first. 409 (a conflict) and 429/5xx are worth a retry.
+PERMANENT_STATUSES = frozenset({400, 403, 404, 405, 410, 422})
+
+
+def permanent(error: Exception) -> bool:
+    """Whether an API error is one that retrying the same request cannot fix."""
+    return isinstance(error, ApiException) and error.status in PERMANENT_STATUSES
+
+
+def server_message(error: ApiException) -> str:
+    """The API server's own words in an error (its Status message), else the HTTP reason."""
+    try:
+        message = json.loads(error.body or "").get("message")
+    except (ValueError, AttributeError):
+        message = None
+    return str(message or f"{error.status} {error.reason}")
+
+
 class SecretError(LookupError):
     """The SSH key Secret a RuntimeNode names is missing or incomplete."""
 

@@ -23,10 +23,16 @@ LOCAL_INVENTORY = REPO / "inventory" / "local"
 PLAYBOOK_TIMEOUT = 900
 
 # What site.yml may change on a node: the fingerprint a failed preflight must leave alone.
+# Files whose rewrite need not change their size or listing are hashed; a missing
+# path is part of the fingerprint too (its error is recorded).
 NODE_STATE_SCRIPT = (
-    "ls -la /etc/containerd /etc/containerd/conf.d /etc/cni/net.d /etc/sysctl.d /etc/modules-load.d /opt /opt/criops "
-    "/usr/local/bin 2>&1; "
+    "ls -laR /etc/containerd 2>&1; "
+    "ls -la /etc/cni/net.d /etc/sysctl.d /etc/modules-load.d /opt /opt/criops /usr/local/bin /var/cache/criops "
+    "/etc/systemd/system/containerd.service /etc/systemd/system/containerd.service.d 2>&1; "
+    "sha256sum /etc/crictl.yaml /etc/containerd/config.toml /etc/systemd/system/containerd.service "
+    "/etc/systemd/system/containerd.service.d/* /lib/systemd/system/containerd.service 2>&1; "
     "dpkg-query -W -f='${Package} ${Version}\\n' | sort; "
+    "systemctl is-enabled containerd 2>&1; "
     "systemctl is-active containerd"
 )
 

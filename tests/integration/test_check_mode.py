@@ -42,6 +42,53 @@ def test_check_mode_succeeds_and_predicts_changes(check_run, test_host: Node):
     assert 'runtime_type = "io.containerd.kata.v2"' in check_run.stdout
 
 
+def test_check_mode_predicts_a_kata_drop_in_that_keeps_runc_and_crun(check_run):
+    # config.toml does not exist yet: the drop-in is predicted from the one the
+    # containerd role would write, never shown holding kata alone.
+    _, found, rest = check_run.stdout.partition("TASK [kata : Add the Kata handler to containerd as a drop-in]")
+    assert found, check_run.stdout[-3000:]
+    dropin = rest.split("\nTASK [", 1)[0]
+    for handler in ("runc", "crun", "kata"):
+        assert f'[plugins."io.containerd.grpc.v1.cri".containerd.runtimes.{handler}]' in dropin, dropin
+
+
 def test_check_mode_leaves_the_node_untouched(check_run, test_host: Node, before: str):
     assert check_run.returncode == 0
     assert node_state(test_host) == before
+
+
+# Last: these change the node (and remove what they wrote) to prove the fingerprint
+# sees each file: path, the directory made for it (new on a fresh node too), whether
+# its content is hashed.
+WRITTEN = [
+    ("/etc/crictl.yaml", None, True),
+    ("/etc/systemd/system/containerd.service", None, True),
+    (
+        "/etc/systemd/system/containerd.service.d/10-criops-limits.conf",
+        "/etc/systemd/system/containerd.service.d",
+        True,
+    ),
+    # Cached downloads are named by their sha256: the listing is enough.
+    ("/var/cache/criops/containerd-0000.tar.gz", "/var/cache/criops", False),
+]
+
+
+@pytest.mark.parametrize(("path", "made", "hashed"), WRITTEN)
+def test_the_fingerprint_sees_files_site_yml_writes(test_host: Node, path: str, made: str | None, hashed: bool):
+    new = made or path
+    assert test_host.sh(f"test ! -e {new}", check=False).returncode == 0, f"{new} exists on the fresh node"
+    pristine = node_state(test_host)
+    try:
+        if made:
+            test_host.sh(f"mkdir {made}")
+        test_host.sh(f"echo a > {path}")
+        written = node_state(test_host)
+        assert written != pristine
+        if hashed:
+            # Rewritten with the same size and time: only the content tells.
+            test_host.sh(f"touch -r {path} /tmp/stamp && echo b > {path} && touch -r /tmp/stamp {path}")
+            assert node_state(test_host) != written
+    finally:
+        test_host.sh(f"rm -f {path} /tmp/stamp")
+        if made:
+            test_host.sh(f"rmdir {made}")

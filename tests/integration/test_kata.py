@@ -88,6 +88,32 @@ def test_the_kata_handler_is_a_drop_in_next_to_runc_and_crun(test_host, kata_inv
     assert play_recap(again.stdout)[test_host.name]["changed"] == 0
 
 
+def test_no_drop_in_without_a_readable_config_toml(test_host, kata_inventory):
+    # The drop-in replaces containerd's CRI section: written without config.toml's,
+    # it would hold kata alone and take runc and crun away.
+    playbook = kata_inventory.parent / "kata-only.yml"
+    playbook.write_text(json.dumps([
+        {"name": "Kata only", "hosts": "kata", "become": True, "gather_facts": False, "roles": ["kata"]},
+    ]))  # fmt: skip
+    config, dropin = "/etc/containerd/config.toml", "/etc/containerd/conf.d/20-criops-kata.toml"
+    written = test_host.sh(f"sha256sum {dropin}").stdout
+    test_host.sh(f"cp -p {config} /root/config.toml.kept")
+    try:
+        for breakage, words in {
+            f"rm -rf {config}": f"{config} does not exist on {test_host.name}",
+            f"rm -rf {config} && mkdir {config}": f"{config} on {test_host.name} cannot be read",
+            f"rm -rf {config} && echo '[plugins' > {config}": f"{config} is not valid TOML (",
+        }.items():
+            test_host.sh(breakage)
+            run = run_playbook(kata_inventory, str(playbook), extra_vars=PREPARE_ONLY)
+            assert run.returncode != 0, f"{breakage}: the kata role went on\n{run.stdout[-3000:]}"
+            assert words in flat(run.stdout), run.stdout[-3000:]
+            assert test_host.sh(f"sha256sum {dropin}").stdout == written, f"{breakage}: the drop-in changed"
+    finally:
+        test_host.sh(f"rm -rf {config} && mv /root/config.toml.kept {config}")
+    assert {"runc", "crun", "kata"} <= runtimes(test_host).keys()
+
+
 @pytest.fixture(scope="module")
 def kata_operator(kubeconfig_with_crd, control_plane: ControlPlane, test_host: Node, tmp_path_factory):
     workdir = tmp_path_factory.mktemp("kata-operator")

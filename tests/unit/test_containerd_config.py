@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import tomllib
 
+import pytest
 from filter_plugins import containerd_config as config
 
 EXISTING = """
@@ -25,9 +26,19 @@ def test_foreign_runtimes_are_those_criops_does_not_manage():
     assert foreign["nvidia"]["options"]["BinaryName"] == "/usr/bin/nvidia-container-runtime"
 
 
-def test_no_or_unreadable_config_has_no_foreign_runtimes():
+def test_no_config_has_no_foreign_runtimes():
     assert config.containerd_foreign_runtimes("", ["runc"]) == {}
-    assert config.containerd_foreign_runtimes("this is [not toml", ["runc"]) == {}
+    assert config.containerd_foreign_runtimes(" \n", ["runc"]) == {}
+
+
+def test_a_config_that_is_not_toml_is_refused_naming_the_file_and_the_error():
+    # Read as "no foreign runtimes", the rewrite would drop nvidia without a word.
+    broken = EXISTING.replace('BinaryName = "/usr/bin/nvidia-container-runtime"', "BinaryName = /usr/bin/nvidia")
+    with pytest.raises(tomllib.TOMLDecodeError) as parse_error:
+        tomllib.loads(broken)
+    with pytest.raises(ValueError) as refused:
+        config.containerd_foreign_runtimes(broken, ["runc", "crun"], source="/etc/containerd/config.toml")
+    assert str(refused.value).startswith(f"/etc/containerd/config.toml is not valid TOML ({parse_error.value})")
 
 
 def test_rendered_tables_read_back_to_the_same_runtime():

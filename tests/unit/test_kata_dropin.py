@@ -5,11 +5,13 @@ from __future__ import annotations
 import tomllib
 from pathlib import Path
 
+import pytest
 from filter_plugins import kata_dropin
 
 CONFIG = (Path(__file__).resolve().parents[1] / "fixtures/containerd/config-debian12.toml").read_text()
 KATA = {"runtime_type": "io.containerd.kata.v2", "options": {"ConfigPath": "/opt/kata/configuration-qemu.toml"}}
 CRI = "io.containerd.grpc.v1.cri"
+SOURCE = "/etc/containerd/config.toml"
 
 
 def test_the_drop_in_carries_the_whole_cri_section_plus_kata():
@@ -29,6 +31,24 @@ def test_the_drop_in_carries_the_whole_cri_section_plus_kata():
     assert set(dropin["plugins"]) == {CRI}
 
 
-def test_without_a_config_the_drop_in_holds_just_the_handler():
-    dropin = tomllib.loads(kata_dropin.kata_cri_dropin("", "kata", KATA))
-    assert dropin["plugins"][CRI] == {"containerd": {"runtimes": {"kata": KATA}}}
+@pytest.mark.parametrize(
+    "text",
+    [
+        pytest.param("", id="empty"),
+        pytest.param("version = 2\n[grpc]\n  address = '/run/containerd/containerd.sock'\n", id="no-cri-section"),
+        pytest.param(f'version = 2\n[plugins."{CRI}".containerd]\n  snapshotter = "overlayfs"\n', id="no-runtimes"),
+    ],
+)
+def test_a_config_without_runtimes_is_refused_not_turned_into_a_kata_only_drop_in(text):
+    # Such a drop-in would replace containerd's CRI section: runc and crun gone.
+    with pytest.raises(ValueError, match=f"^{SOURCE} .*runc"):
+        kata_dropin.kata_cri_dropin(text, "kata", KATA, source=SOURCE)
+
+
+def test_a_config_that_is_not_toml_is_refused_naming_the_file_and_the_error():
+    broken = CONFIG.replace('snapshotter = "overlayfs"', "snapshotter = overlayfs")
+    with pytest.raises(tomllib.TOMLDecodeError) as parse_error:
+        tomllib.loads(broken)
+    with pytest.raises(ValueError) as refused:
+        kata_dropin.kata_cri_dropin(broken, "kata", KATA, source=SOURCE)
+    assert str(refused.value).startswith(f"{SOURCE} is not valid TOML ({parse_error.value})")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from criops.core import node_labels as nl
 
 OWNED = {nl.OWNED_ANNOTATION: json.dumps([nl.LABEL_RUNTIME, nl.LABEL_VALIDATED, "team"])}
@@ -50,9 +51,40 @@ def test_cleanup_removes_exactly_the_owned_labels_and_the_record():
 
 def test_cleanup_of_a_node_criops_never_touched_is_empty():
     assert nl.cleanup_patch({"zone": "a"}, {}) == {}
-    assert nl.cleanup_patch({"zone": "a"}, {nl.OWNED_ANNOTATION: "not json"}) == {
-        "annotations": {nl.OWNED_ANNOTATION: None}
+
+
+@pytest.mark.parametrize(
+    "record",
+    [
+        pytest.param("not json", id="not-json"),
+        pytest.param("", id="empty"),
+        pytest.param('"team"', id="a-string"),
+        pytest.param('{"team": "infra"}', id="an-object"),
+        pytest.param('["team", 7]', id="not-all-strings"),
+    ],
+)
+def test_a_corrupt_ownership_record_is_reported_not_read_as_owning_nothing(record):
+    annotations = {nl.OWNED_ANNOTATION: record}
+    with pytest.raises(nl.CorruptOwnership, match=f"^annotation {nl.OWNED_ANNOTATION} is not a JSON list"):
+        nl.owned_labels(annotations)
+    # Neither patch may guess: "owns nothing" would leave validated=true on the Node for good.
+    current = {nl.LABEL_RUNTIME: "containerd", nl.LABEL_VALIDATED: "true", "team": "infra"}
+    with pytest.raises(nl.CorruptOwnership):
+        nl.label_patch(current, annotations, nl.desired_labels("containerd", False, {"team": "infra"}))
+    with pytest.raises(nl.CorruptOwnership):
+        nl.cleanup_patch(current, annotations)
+
+
+def test_without_a_readable_record_only_criops_own_labels_follow_the_verdict():
+    current = {nl.LABEL_RUNTIME: "containerd", nl.LABEL_VALIDATED: "true", "team": "infra", "zone": "a"}
+    withdrawn = nl.desired_labels("containerd", False, {"team": "infra"})
+    assert nl.criops_label_patch(current, withdrawn) == {"labels": {nl.LABEL_VALIDATED: "false"}}
+    proven = nl.desired_labels("kata", True, {"team": "storage", "new": "x"})
+    assert nl.criops_label_patch(current, proven) == {"labels": {nl.LABEL_RUNTIME: "kata"}}
+    assert nl.criops_label_patch(current, {nl.LABEL_RUNTIME: None, nl.LABEL_VALIDATED: None}) == {
+        "labels": {nl.LABEL_RUNTIME: None, nl.LABEL_VALIDATED: None}
     }
+    assert nl.criops_label_patch({"zone": "a"}, {nl.LABEL_RUNTIME: None, nl.LABEL_VALIDATED: None}) == {}
 
 
 def test_taint_is_added_once_and_removed_without_touching_others():

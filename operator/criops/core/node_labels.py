@@ -62,14 +62,38 @@ def label_problem(key: str, value: str) -> str | None:
     return None
 
 
+# The labels criops sets itself: criops' own whatever its record says, since no
+# RuntimeNode may ask for a criops.dev/ label.
+CRIOPS_LABELS = (LABEL_RUNTIME, LABEL_VALIDATED)
+
+
+class CorruptOwnership(ValueError):
+    """criops' record of its labels on a Node cannot be read: which labels are its own is unknown."""
+
+
 def owned_labels(annotations: dict[str, str] | None) -> list[str]:
-    """Label keys criops recorded as its own on this Node."""
-    raw = (annotations or {}).get(OWNED_ANNOTATION, "")
-    try:
-        keys = json.loads(raw) if raw else []
-    except json.JSONDecodeError:
+    """Label keys criops recorded as its own on this Node; none without a record.
+
+    A record that is not a JSON list of keys raises CorruptOwnership: read as
+    "owns nothing", criops could neither update nor remove its own labels.
+    """
+    raw = (annotations or {}).get(OWNED_ANNOTATION)
+    if raw is None:
         return []
-    return sorted(k for k in keys if isinstance(k, str))
+    try:
+        keys = json.loads(raw)
+    except json.JSONDecodeError as error:
+        problem = f"not JSON: {error}"
+    else:
+        if isinstance(keys, list) and all(isinstance(k, str) for k in keys):
+            return sorted(keys)
+        problem = (
+            "a list with non-string items"
+            if isinstance(keys, list)
+            else {dict: "an object", str: "a string", bool: "a boolean", type(None): "null"}.get(type(keys), "a number")
+        )
+    shown = raw if len(raw) <= 200 else raw[:200] + "..."
+    raise CorruptOwnership(f"annotation {OWNED_ANNOTATION} is not a JSON list of label keys ({problem}): {shown!r}")
 
 
 def desired_labels(runtime: str, validated: bool, extra: dict[str, str]) -> dict[str, str]:
@@ -86,6 +110,7 @@ def label_patch(
     """A merge patch for metadata, and the desired keys left alone because someone else owns them.
 
     A key already on the Node that criops does not own is never overwritten.
+    Raises CorruptOwnership when criops' record cannot be read (see criops_label_patch).
     """
     current = current or {}
     owned = set(owned_labels(annotations))
@@ -103,7 +128,10 @@ def label_patch(
 
 
 def cleanup_patch(current: dict[str, str] | None, annotations: dict[str, str] | None) -> dict[str, Any]:
-    """A merge patch that removes exactly the labels criops owns, and its record of them."""
+    """A merge patch that removes exactly the labels criops owns, and its record of them.
+
+    Raises CorruptOwnership when the record cannot be read (see criops_label_patch).
+    """
     current = current or {}
     patch: dict[str, Any] = {}
     labels = {k: None for k in owned_labels(annotations) if k in current}
@@ -112,6 +140,21 @@ def cleanup_patch(current: dict[str, str] | None, annotations: dict[str, str] | 
     if OWNED_ANNOTATION in (annotations or {}):
         patch["annotations"] = {OWNED_ANNOTATION: None}
     return patch
+
+
+def criops_label_patch(current: dict[str, str] | None, desired: dict[str, str | None]) -> dict[str, Any]:
+    """A merge patch of criops' own labels (CRIOPS_LABELS) alone, for a Node whose record is corrupt.
+
+    validated=false must still reach the Node; every other label, and the record
+    itself, is left for a person to look at. A None value removes the label.
+    """
+    current = current or {}
+    labels = {
+        k: v
+        for k, v in desired.items()
+        if k in CRIOPS_LABELS and current.get(k) != v and (v is not None or k in current)
+    }
+    return {"labels": labels} if labels else {}
 
 
 def taints(current: list[dict[str, Any]] | None, wanted: bool) -> list[dict[str, Any]] | None:

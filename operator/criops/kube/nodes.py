@@ -6,6 +6,7 @@ writes only the difference, so an unchanged Node costs one GET and no write.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -14,6 +15,8 @@ from kubernetes.client.exceptions import ApiException
 from ..core import node_labels
 from . import client
 
+log = logging.getLogger(__name__)
+
 
 @dataclass
 class NodeResult:
@@ -21,6 +24,9 @@ class NodeResult:
     changed: bool = False
     # Labels criops wanted but left alone, because someone else set them.
     conflicts: list[str] = field(default_factory=list)
+    # Why criops' record of its labels on the Node could not be read; then only
+    # its own criops.dev/ labels were updated, and the caller should say so.
+    ownership_error: str | None = None
 
 
 async def apply(
@@ -40,7 +46,12 @@ async def apply(
             return NodeResult(found=False)
         meta = node.get("metadata", {})
         desired = node_labels.desired_labels(runtime, validated, extra_labels)
-        patch, conflicts = node_labels.label_patch(meta.get("labels"), meta.get("annotations"), desired)
+        ownership_error = None
+        try:
+            patch, conflicts = node_labels.label_patch(meta.get("labels"), meta.get("annotations"), desired)
+        except node_labels.CorruptOwnership as error:
+            patch, conflicts = node_labels.criops_label_patch(meta.get("labels"), desired), []
+            ownership_error = _ownership_error(name, error)
         taints = node_labels.taints(node.get("spec", {}).get("taints"), taint_until_validated and not validated)
         try:
             changed = await _patch(node, patch, taints)
@@ -49,8 +60,18 @@ async def apply(
             if error.status == 409:
                 continue
             raise
-        return NodeResult(found=True, changed=changed or condition_changed, conflicts=conflicts)
+        return NodeResult(
+            found=True, changed=changed or condition_changed, conflicts=conflicts, ownership_error=ownership_error
+        )
     raise RuntimeError(f"Node {name} kept changing while criops updated it")
+
+
+def _ownership_error(name: str, error: node_labels.CorruptOwnership) -> str:
+    return (
+        f"Node {name}: {error}; criops updates only {', '.join(node_labels.CRIOPS_LABELS)} and leaves every "
+        f"other label alone until a person fixes or removes it (kubectl annotate node {name} "
+        f"{node_labels.OWNED_ANNOTATION}-)"
+    )
 
 
 async def _patch(node: dict[str, Any], metadata: dict[str, Any], taints: list[dict[str, Any]] | None) -> bool:
@@ -85,7 +106,17 @@ async def cleanup(name: str) -> bool:
         if node is None:
             return False
         meta = node.get("metadata", {})
-        patch = node_labels.cleanup_patch(meta.get("labels"), meta.get("annotations"))
+        try:
+            patch = node_labels.cleanup_patch(meta.get("labels"), meta.get("annotations"))
+        except node_labels.CorruptOwnership as error:
+            # The delete handler has no status left to report on: the log says it.
+            log.warning(
+                "Node %s: %s; removing only %s, other labels and the record are left for a person to look at",
+                name,
+                error,
+                ", ".join(node_labels.CRIOPS_LABELS),
+            )
+            patch = node_labels.criops_label_patch(meta.get("labels"), dict.fromkeys(node_labels.CRIOPS_LABELS))
         taints = node_labels.taints(node.get("spec", {}).get("taints"), wanted=False)
         try:
             await _patch(node, patch, taints)

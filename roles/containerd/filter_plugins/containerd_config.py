@@ -10,20 +10,40 @@ from typing import Any
 CRI_PLUGIN = "io.containerd.grpc.v1.cri"
 
 
-def containerd_foreign_runtimes(config_text: str, managed: list[str]) -> dict[str, Any]:
+class UnusableConfig(ValueError):
+    """config.toml text that criops cannot build on without losing what is in it."""
+
+
+def parse_config(config_text: str, source: str, consequence: str) -> dict[str, Any]:
+    """config.toml's text as a dict; text that is not TOML is refused, naming `source` and why it matters."""
+    try:
+        return tomllib.loads(config_text)
+    except tomllib.TOMLDecodeError as error:
+        raise UnusableConfig(f"{source} is not valid TOML ({error}): {consequence}") from None
+
+
+def cri_runtimes(config: dict[str, Any]) -> dict[str, Any]:
+    """The runtime handlers of the CRI plugin section of a parsed config.toml."""
+    table: Any = config
+    for key in ("plugins", CRI_PLUGIN, "containerd", "runtimes"):
+        table = table.get(key, {}) if isinstance(table, dict) else {}
+    return table if isinstance(table, dict) else {}
+
+
+def containerd_foreign_runtimes(config_text: str, managed: list[str], source: str = "config.toml") -> dict[str, Any]:
     """Runtimes in an existing config.toml that criops does not manage.
 
-    An unreadable or absent file has none; the template's validate step is what
-    guards the file criops writes.
+    An absent or empty file has none. A file that is not TOML is refused: read
+    as "none", the rewrite would drop what other tools added without a word.
     """
     if not config_text.strip():
         return {}
-    try:
-        config = tomllib.loads(config_text)
-    except tomllib.TOMLDecodeError:
-        return {}
-    runtimes = config.get("plugins", {}).get(CRI_PLUGIN, {}).get("containerd", {}).get("runtimes", {})
-    return {name: spec for name, spec in runtimes.items() if name not in managed}
+    config = parse_config(
+        config_text,
+        source,
+        "criops rewrites this file and would drop the runtimes other tools added to it; fix it and run again",
+    )
+    return {name: spec for name, spec in cri_runtimes(config).items() if name not in managed}
 
 
 def _toml_value(value: Any) -> str:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import copy
 import importlib.util
-import tomllib
 from pathlib import Path
 from typing import Any
 
@@ -27,11 +26,22 @@ _containerd_config = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(_containerd_config)
 
 
-def kata_cri_dropin(config_text: str, handler: str, runtime: dict[str, Any]) -> str:
-    """TOML for a drop-in: config.toml's CRI plugin section with `handler` added."""
-    config = tomllib.loads(config_text) if config_text.strip() else {}
-    cri = copy.deepcopy(config.get("plugins", {}).get(CRI_PLUGIN, {}))
-    cri.setdefault("containerd", {}).setdefault("runtimes", {})[handler] = runtime
+def kata_cri_dropin(config_text: str, handler: str, runtime: dict[str, Any], source: str = "config.toml") -> str:
+    """TOML for a drop-in: config.toml's CRI plugin section with `handler` added.
+
+    config.toml text that is empty, not TOML or without runtime handlers is
+    refused: the drop-in would then hold `handler` alone and take the others away.
+    """
+    lost = f"the {handler} drop-in replaces containerd's CRI section and would drop runc, crun and every other handler"
+    config = _containerd_config.parse_config(config_text, source, lost)
+    if not _containerd_config.cri_runtimes(config):
+        raise _containerd_config.UnusableConfig(
+            f"{source} names no runtime handler in its CRI section "
+            f'(plugins."{CRI_PLUGIN}".containerd.runtimes): {lost}; '
+            "write it with the containerd role first"
+        )
+    cri = copy.deepcopy(config["plugins"][CRI_PLUGIN])
+    cri["containerd"]["runtimes"][handler] = runtime
     return "version = 2\n\n" + _containerd_config.to_toml_tables(cri, f'plugins."{CRI_PLUGIN}"') + "\n"
 
 

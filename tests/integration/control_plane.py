@@ -53,7 +53,9 @@ class ControlPlane:
     """etcd + kube-apiserver in `workdir`; `kubeconfig` grants cluster-admin."""
 
     workdir: Path
-    processes: list[subprocess.Popen] = field(default_factory=list)
+    # By name (etcd, kube-apiserver), in start order; each one's argv to start it again.
+    processes: dict[str, subprocess.Popen] = field(default_factory=dict)
+    argv: dict[str, list[str]] = field(default_factory=dict)
     kubeconfig: Path | None = None
 
     def start(self) -> ControlPlane:
@@ -118,8 +120,25 @@ class ControlPlane:
         return self
 
     def _spawn(self, name: str, argv: list[str], logs: Path) -> None:
-        log = open(logs / f"{name}.log", "w")  # noqa: SIM115 - lives as long as the process
-        self.processes.append(subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT))
+        self.argv[name] = argv
+        # Appended to: a restarted kube-apiserver keeps its earlier log.
+        log = open(logs / f"{name}.log", "a")  # noqa: SIM115 - lives as long as the process
+        self.processes[name] = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT)
+
+    def stop_apiserver(self) -> None:
+        """Stop only kube-apiserver, at once (SIGKILL, as a crash would; etcd keeps running):
+        open connections drop and new ones are refused from the moment this returns.
+        A SIGTERM would stop new connections at once but keep watches open for up to ~20 s."""
+        process = self.processes.pop("kube-apiserver")
+        process.kill()
+        process.wait(timeout=20)
+
+    def start_apiserver(self, timeout: float = 90) -> None:
+        """Start kube-apiserver again with the same flags, port, certificates and tokens; wait until ready."""
+        if "kube-apiserver" in self.processes:
+            raise RuntimeError("kube-apiserver is already running")
+        self._spawn("kube-apiserver", self.argv["kube-apiserver"], self.workdir / "logs")
+        self.wait_ready(timeout)
 
     def kubectl(self, *args: str, stdin: str | None = None, timeout: int = 60) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
@@ -133,7 +152,7 @@ class ControlPlane:
     def wait_ready(self, timeout: float = 90) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            for process in self.processes:
+            for process in self.processes.values():
                 if process.poll() is not None:
                     raise RuntimeError(f"{process.args[0]} exited with {process.returncode} (logs in {self.workdir})")
             if self.kubectl("get", "--raw", "/readyz", timeout=10).stdout.strip() == "ok":
@@ -142,9 +161,14 @@ class ControlPlane:
         raise RuntimeError(f"kube-apiserver not ready after {timeout} s (logs in {self.workdir / 'logs'})")
 
     def stop(self) -> None:
-        for process in reversed(self.processes):
-            process.terminate()
-            try:
-                process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                process.kill()
+        for process in reversed(list(self.processes.values())):
+            _terminate(process)
+
+
+def _terminate(process: subprocess.Popen) -> None:
+    process.terminate()
+    try:
+        process.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(timeout=20)

@@ -16,12 +16,12 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 from control_plane import ControlPlane, cache_dir
-from criops_world import REPO
+from criops_world import REPO, Node, ssh_port
 
 NAMESPACE = "criops-system"
 SSH_SECRET = "criops-node-ssh"
@@ -204,3 +204,53 @@ def wait_for(what: str, check: Callable[[], Any], timeout: float, interval: floa
             return last
         time.sleep(interval)
     raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what} (last: {last!r})")
+
+
+@contextlib.contextmanager
+def operator_world(
+    plane: ControlPlane,
+    host: Node,
+    workdir: Path,
+    labels: dict[str, str] | None = None,
+    taints: list[dict[str, str]] | None = None,
+    probe_tick: int = 5,
+) -> Iterator[dict[str, Any]]:
+    """The operator's access, `host` registered as a Node (with `labels` and `taints`
+    of someone else's), and the operator running; stopped (its log printed) afterwards."""
+    kubeconfig = install_operator_access(plane, workdir)
+    register_node(plane, host.name, labels or {}, taints or [])
+    state = workdir / "state"
+    state.mkdir()
+    world: dict[str, Any] = {
+        "plane": plane,
+        "host": host,
+        "kubeconfig": kubeconfig,
+        "state": state,
+        "log": workdir / "operator.log",
+        "port": ssh_port(host.name),
+        # The API server's admission adds its own taints (not-ready) to a new Node.
+        "taints": kubectl_json(plane, "get", "node", host.name)["spec"].get("taints", []),
+    }
+    world["operator"] = OperatorProcess(kubeconfig, state, world["log"], probe_tick=probe_tick).start()
+    try:
+        yield world
+    finally:
+        world["operator"].stop()
+        print(world["operator"].log())
+
+
+def condition(status: dict[str, Any], type_: str) -> dict[str, Any]:
+    """A condition of a RuntimeNode's status by type ({} when it has none)."""
+    return next((c for c in status.get("conditions", []) if c["type"] == type_), {})
+
+
+def phase_is(plane: ControlPlane, name: str, *phases: str, generation: int | None = None) -> Callable[[], Any]:
+    """A wait_for check: the RuntimeNode's status once its phase is one of `phases` (for `generation`)."""
+
+    def check() -> Any:
+        status = kubectl_json(plane, "get", "runtimenode", name).get("status", {})
+        if status.get("phase") in phases and (generation is None or status.get("observedGeneration") == generation):
+            return status
+        return False
+
+    return check

@@ -18,13 +18,13 @@ from typing import Any
 
 import pytest
 from control_plane import ControlPlane
-from criops_world import Node, ssh_port
+from criops_world import Node
 from operator_world import (
     DEBIAN12_EXPECTED_FAILURES,
     NAMESPACE,
-    OperatorProcess,
-    install_operator_access,
     kubectl_json,
+    operator_world,
+    phase_is,
     register_node,
     runs,
     runtime_node,
@@ -44,25 +44,8 @@ PROBE_SLACK = 45
 @pytest.fixture(scope="module")
 def world(kubeconfig_with_crd: Path, control_plane: ControlPlane, test_host: Node, tmp_path_factory) -> Iterator[dict]:
     workdir = tmp_path_factory.mktemp("operator")
-    kubeconfig = install_operator_access(control_plane, workdir)
-    register_node(control_plane, test_host.name, FOREIGN_LABEL, [FOREIGN_TAINT])
-    # The API server's admission adds its own taints (not-ready) to a new Node.
-    taints = kubectl_json(control_plane, "get", "node", test_host.name)["spec"]["taints"]
-    state = workdir / "state"
-    state.mkdir()
-    operator = OperatorProcess(kubeconfig, state, workdir / "operator.log").start()
-    try:
-        yield {
-            "plane": control_plane,
-            "host": test_host,
-            "operator": operator,
-            "state": state,
-            "port": ssh_port(test_host.name),
-            "taints": taints,
-        }
-    finally:
-        operator.stop()
-        print(operator.log())
+    with operator_world(control_plane, test_host, workdir, FOREIGN_LABEL, [FOREIGN_TAINT]) as world:
+        yield world
 
 
 def rn(world: dict) -> dict[str, Any]:
@@ -71,16 +54,6 @@ def rn(world: dict) -> dict[str, Any]:
 
 def node(world: dict) -> dict[str, Any]:
     return kubectl_json(world["plane"], "get", "node", world["host"].name)
-
-
-def phase_is(world: dict, *phases: str, generation: int | None = None) -> Any:
-    def check() -> Any:
-        status = rn(world).get("status", {})
-        if status.get("phase") in phases and (generation is None or status.get("observedGeneration") == generation):
-            return status
-        return False
-
-    return check
 
 
 def junit_counts(path: Path) -> tuple[int, int, int, int]:
@@ -118,7 +91,7 @@ def test_apply_provisions_validates_and_labels_the_node(world):
     wait_for("the unvalidated taint", lambda: any(
         t["key"] == "criops.dev/unvalidated" for t in node(world)["spec"].get("taints", [])), 120)  # fmt: skip
 
-    status = wait_for("phase Ready", phase_is(world, "Ready", "Failed"), 900, interval=5)
+    status = wait_for("phase Ready", phase_is(world["plane"], RN, "Ready", "Failed"), 900, interval=5)
     assert status["phase"] == "Ready", json.dumps(status, indent=2)
     assert status["observedGeneration"] == 1
 
@@ -163,7 +136,9 @@ def test_probe_turns_a_broken_runtime_degraded_and_back(world):
     host = world["host"]
     host.sh("systemctl stop containerd.service")
     stopped = time.monotonic()
-    status = wait_for("phase Degraded", phase_is(world, "Degraded"), INTERVAL + PROBE_SLACK + 30, interval=2)
+    status = wait_for(
+        "phase Degraded", phase_is(world["plane"], RN, "Degraded"), INTERVAL + PROBE_SLACK + 30, interval=2
+    )
     took = time.monotonic() - stopped
     assert took <= INTERVAL + PROBE_SLACK, f"Degraded after {took:.0f} s"
     validated = next(c for c in status["conditions"] if c["type"] == "Validated")
@@ -174,7 +149,7 @@ def test_probe_turns_a_broken_runtime_degraded_and_back(world):
     assert status["critest"]["total"] > 0
 
     host.sh("systemctl start containerd.service")
-    wait_for("phase Ready again", phase_is(world, "Ready"), INTERVAL + PROBE_SLACK + 30, interval=2)
+    wait_for("phase Ready again", phase_is(world["plane"], RN, "Ready"), INTERVAL + PROBE_SLACK + 30, interval=2)
     assert node(world)["metadata"]["labels"]["criops.dev/validated"] == "true"
     assert events(world, "Degraded")
 
@@ -190,7 +165,7 @@ def test_a_crash_mid_validation_converges_with_one_validation_per_generation(wor
     assert len(before) == 1 and "status" not in before[0], "the killed run never finished"
 
     operator.start()
-    status = wait_for("generation 2 Ready", phase_is(world, "Ready", generation=2), 600, interval=3)
+    status = wait_for("generation 2 Ready", phase_is(world["plane"], RN, "Ready", generation=2), 600, interval=3)
     generation2 = [r for r in runs(world["state"], RN) if r.get("generation") == 2 and r.get("critest")]
     assert len(generation2) == 2, generation2
     assert [r.get("status") for r in generation2] == [None, "successful"]
@@ -213,7 +188,7 @@ def test_the_operator_refuses_what_the_schema_lets_through(world):
     bad = {"spec": {"validation": {"focus": ["(unclosed"]}}}
     patched = plane.kubectl("patch", "runtimenode", RN, "--type=merge", "-p", json.dumps(bad))
     assert patched.returncode == 0, patched.stderr
-    status = wait_for("phase Failed", phase_is(world, "Failed", generation=3), 60)
+    status = wait_for("phase Failed", phase_is(world["plane"], RN, "Failed", generation=3), 60)
     validated = next(c for c in status["conditions"] if c["type"] == "Validated")
     assert validated["reason"] == "InvalidSpec"
     assert validated["message"].startswith("spec.validation.focus[0]: expected a regular expression")

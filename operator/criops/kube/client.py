@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 from functools import cache
 from typing import Any
 
+import urllib3
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
@@ -48,13 +49,50 @@ class SecretError(LookupError):
     """The SSH key Secret a RuntimeNode names is missing or incomplete."""
 
 
+class ApiRetry(urllib3.Retry):
+    """urllib3's Retry, plus a few quick retries of 401 and 403: a kube-apiserver
+    that has just started refuses requests until its token and RBAC caches are
+    warm (seconds). A lasting refusal still reaches the caller within seconds."""
+
+    STARTUP_STATUSES = frozenset({401, 403})
+    STARTUP_RETRIES = 5
+
+    def is_retry(self, method: str, status_code: int, has_retry_after: bool = False) -> bool:
+        if status_code in self.STARTUP_STATUSES:
+            seen = sum(1 for entry in self.history if entry.status in self.STARTUP_STATUSES)
+            return seen < self.STARTUP_RETRIES
+        return super().is_retry(method, status_code, has_retry_after)
+
+
+# An API server that is down (restarting, upgrading) or overloaded is waited
+# out inside each call, retrying at most 2 s apart for about 5 minutes, instead
+# of failing the handler: kopf would retry a failed handler a minute later and
+# run critest again for a generation whose verdict only waited to be written.
+# PATCH and POST are retried too: criops' merge patches are idempotent, a Node
+# patch carries its resourceVersion, and an Event twice is harmless.
+API_RETRIES = ApiRetry(
+    total=None,
+    connect=150,
+    read=3,
+    status=150,
+    other=0,
+    allowed_methods=None,
+    status_forcelist=(429, 500, 502, 503, 504),
+    backoff_factor=0.5,
+    backoff_max=2,
+    raise_on_status=False,
+)
+
+
 @cache
 def api_client() -> client.ApiClient:
+    configuration = client.Configuration()
     try:
-        config.load_incluster_config()
+        config.load_incluster_config(client_configuration=configuration)
     except config.ConfigException:
-        config.load_kube_config()
-    return client.ApiClient()
+        config.load_kube_config(client_configuration=configuration)
+    configuration.retries = API_RETRIES
+    return client.ApiClient(configuration)
 
 
 def core() -> client.CoreV1Api:

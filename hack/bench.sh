@@ -23,7 +23,7 @@ for suite in $suites; do
   boot=$(seconds env CRIOPS_LOCAL_HOST="$host" hack/local-host.sh up "$suite")
   # Reached over SSH like a real node (the loopback port podman picked).
   port=$(podman port "$host" 22/tcp | head -1 | sed 's/.*://')
-  printf 'all:\n  children:\n    containerd:\n      hosts:\n        %s:\n          ansible_host: 127.0.0.1\n          ansible_port: %s\n' \
+  printf 'all:\n  children:\n    cri_nodes:\n      children:\n        containerd:\n          hosts:\n            %s:\n              ansible_host: 127.0.0.1\n              ansible_port: %s\n' \
     "$host" "$port" >"$work/hosts.yml"
   fresh=$(seconds ansible-playbook -i "$work/hosts.yml" playbooks/site.yml)
   again=$(seconds ansible-playbook -i "$work/hosts.yml" playbooks/site.yml)

@@ -26,7 +26,8 @@ from typing import Any
 
 import ansible_runner
 
-from .core.spec import Target
+from .core.runtimes import CRI_NODES_GROUP
+from .core.spec import CheckedSpec
 from .core.untrusted import mark_unsafe
 from .settings import Settings
 
@@ -67,8 +68,8 @@ class RunResult:
         return f"{self.playbook} ended {self.status} (rc {self.rc})"
 
 
-def inventory(target: Target, key_file: Path | None) -> dict[str, Any]:
-    """A one-node inventory: the node in its runtime's group, reached as spec.access says.
+def inventory(target: CheckedSpec, key_file: Path | None) -> dict[str, Any]:
+    """A one-node inventory: the node in its runtime's group under cri_nodes, reached as spec.access says.
 
     Every value from the spec is marked unsafe; the host name itself is a Node
     name (DNS subdomain syntax, checked), which cannot hold template syntax.
@@ -86,7 +87,7 @@ def inventory(target: Target, key_file: Path | None) -> dict[str, Any]:
     group: dict[str, Any] = {target.group: {"hosts": {target.node: host}}}
     if target.parent_group:
         group = {target.parent_group: {"children": group}}
-    return {"all": {"children": group}}
+    return {"all": {"children": {CRI_NODES_GROUP: {"children": group}}}}
 
 
 def _failures(runner: Any) -> list[str]:
@@ -133,7 +134,7 @@ class PlaybookPool:
         self,
         owner: str,
         playbook: str,
-        target: Target,
+        target: CheckedSpec,
         extravars: dict[str, Any],
         timeout: int,
         ssh_key: str | None = None,
@@ -161,7 +162,7 @@ class PlaybookPool:
         self,
         owner: str,
         playbook: str,
-        target: Target,
+        target: CheckedSpec,
         extravars: dict[str, Any],
         timeout: int,
         ssh_key: str | None,

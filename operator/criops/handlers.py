@@ -19,8 +19,9 @@ import kopf
 from . import role_variables
 from .core import runtimeclass
 from .core.spec import SpecError, resolve
+from .core.verdicts import Reason, probe_due, validated_generation
 from .kube import client, nodes
-from .reconcile import Reconciler, StatusWriter, TransientError, probe_due, validated_generation
+from .reconcile import Reconciler, StatusWriter, TransientError
 from .settings import Settings
 
 GROUP, VERSION, PLURAL = client.GROUP, client.VERSION, client.PLURAL
@@ -35,7 +36,7 @@ ROLE_VARIABLES = role_variables.load(SETTINGS.project_dir)
 LOCKS: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
 # Generations validated by this process (kopf may call create and resume
 # handlers in one cycle with the same, older body).
-DONE: dict[str, int] = {}
+FINISHED_GENERATIONS: dict[str, int] = {}
 
 
 @kopf.on.startup()
@@ -51,6 +52,10 @@ async def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     # Every timer tick would log a success line; criops logs each run it starts.
     logging.getLogger("kopf.objects").setLevel(logging.WARNING)
     settings.networking.connect_timeout = 10
+    # kopf retries failed API calls (its watch stream too) with these pauses,
+    # then starts over: at most 5 s apart, so a spec change made just after an
+    # API server outage is seen within seconds, not after a 21 s pause.
+    settings.networking.error_backoffs = (1, 1, 2, 3, 5, 5, 5, 5)
     settings.networking.request_timeout = 120
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 330
@@ -108,32 +113,32 @@ async def reconcile(
     generation = int(meta["generation"])
     async with LOCKS[uid]:
         writer = _writer(body, name, generation, status)
-        if DONE.get(uid) == generation or validated_generation(writer.status) == generation:
+        if FINISHED_GENERATIONS.get(uid) == generation or validated_generation(writer.status) == generation:
             logger.info("generation %s already validated: nothing to do", generation)
-            DONE[uid] = generation
+            FINISHED_GENERATIONS[uid] = generation
             return
         try:
             target = resolve(dict(spec), ROLE_VARIABLES)
         except SpecError as error:
             # Refused before anything touches the node; the next spec change is looked at again.
-            _poster(body)("Warning", "InvalidSpec", str(error))
+            _poster(body)("Warning", Reason.INVALID_SPEC, str(error))
             await writer.write(
-                ("Validated", "False", "InvalidSpec", str(error)),
-                ("Ready", "False", "InvalidSpec", str(error)),
+                ("Validated", "False", Reason.INVALID_SPEC, str(error)),
+                ("Ready", "False", Reason.INVALID_SPEC, str(error)),
                 observedGeneration=generation,
             )
-            await RECONCILER.withdraw(spec, str(error))
-            DONE[uid] = generation
+            await RECONCILER.mark_unvalidated(spec, str(error))
+            FINISHED_GENERATIONS[uid] = generation
             return
         try:
             if spec.get("suspend"):
                 await RECONCILER.suspend(writer, target)
-                DONE[uid] = generation
+                FINISHED_GENERATIONS[uid] = generation
                 return
             await RECONCILER.ensure_runtime_class(writer, target)
             if writer.phase() != "Ready":
                 # Not proven yet: say so on the Node (validated=false, the taint if asked for).
-                await RECONCILER.label_node(writer, target, False, "NotValidated", "validation pending")
+                await RECONCILER.report_verdict(writer, target, False, Reason.NOT_VALIDATED, "validation pending")
             await RECONCILER.require_drained(target)
             if not target.provision or await RECONCILER.provision(writer, name, target):
                 await RECONCILER.validate(writer, name, target)
@@ -143,7 +148,7 @@ async def reconcile(
                 ("Validated", "False", error.reason, str(error)), ("Ready", "False", error.reason, str(error))
             )
             raise kopf.TemporaryError(str(error), delay=SETTINGS.retry_delay) from None
-        DONE[uid] = generation
+        FINISHED_GENERATIONS[uid] = generation
 
 
 @kopf.timer(GROUP, VERSION, PLURAL, interval=SETTINGS.probe_tick, initial_delay=SETTINGS.probe_tick)
@@ -193,7 +198,7 @@ async def delete(body: kopf.Body, spec: kopf.Spec, name: str, uid: str, logger: 
                     "RuntimeClass %s removed with the last RuntimeNode: %s", desired["metadata"]["name"], removed
                 )
     LOCKS.pop(uid, None)
-    DONE.pop(uid, None)
+    FINISHED_GENERATIONS.pop(uid, None)
 
 
 @kopf.on.probe(id="runs")

@@ -19,18 +19,13 @@ from .ansible_run import PlaybookPool, RunResult
 from .core import conditions as cond
 from .core import runtimeclass
 from .core import status as st
-from .core.spec import NAME, RUNTIMES, V1ALPHA2_RUNTIMES, Target, kubelet_speaks_only_v1, validate_vars
+from .core.runtimes import CATALOG
+from .core.spec import NAME, CheckedSpec, kubelet_speaks_only_v1, validate_vars
+from .core.verdicts import Reason
 from .kube import client, nodes
 from .settings import Settings
 
 log = logging.getLogger(__name__)
-
-# Validated reasons that mean this generation's proof held at some point; only
-# then does the probe timer run (a failed proof waits for a spec change).
-PROVEN_REASONS = frozenset({"CritestPassed", "ProbePassed", "ProbeFailed"})
-# Validated reasons of a generation whose validation has not finished: a
-# restarted operator runs it (again).
-UNFINISHED_REASONS = frozenset({"Running", "Waiting", "NodeNotDrained"})
 
 
 def now() -> str:
@@ -40,7 +35,7 @@ def now() -> str:
 class TransientError(Exception):
     """Something outside the spec is not there yet (Node, Secret, a drained Node); worth retrying."""
 
-    def __init__(self, message: str, reason: str = "Waiting") -> None:
+    def __init__(self, message: str, reason: Reason = Reason.WAITING) -> None:
         super().__init__(message)
         self.reason = reason
 
@@ -93,7 +88,7 @@ class Reconciler:
         self.settings = settings
         self.pool = PlaybookPool(settings)
 
-    async def _ssh_key(self, target: Target) -> str | None:
+    async def _ssh_key(self, target: CheckedSpec) -> str | None:
         if target.access.connection != "ssh":
             return None
         try:
@@ -102,15 +97,21 @@ class Reconciler:
             raise TransientError(str(error)) from None
 
     async def _run(
-        self, name: str, playbook: str, target: Target, extravars: dict[str, Any], timeout: int, meta: dict[str, Any]
+        self,
+        name: str,
+        playbook: str,
+        target: CheckedSpec,
+        extravars: dict[str, Any],
+        timeout: int,
+        meta: dict[str, Any],
     ) -> RunResult:
         key = await self._ssh_key(target)
         return await self.pool.run(name, playbook, target, extravars, timeout, ssh_key=key, meta=meta)
 
-    async def label_node(
+    async def report_verdict(
         self,
         writer: StatusWriter,
-        target: Target,
+        target: CheckedSpec,
         validated: bool,
         reason: str,
         message: str,
@@ -138,16 +139,16 @@ class Reconciler:
             refused = f"the API server refused to update Node {target.node}: {client.server_message(error)}"
             await writer.write(
                 *conditions,
-                ("NodeLabeled", "False", st.NODE_UPDATE_REFUSED, refused),
-                ("Ready", "False", st.NODE_UPDATE_REFUSED, refused),
+                ("NodeLabeled", "False", Reason.NODE_UPDATE_REFUSED, refused),
+                ("Ready", "False", Reason.NODE_UPDATE_REFUSED, refused),
                 **fields,
             )
             return False
         if not result.found:
             await writer.write(
                 *conditions,
-                ("NodeLabeled", "False", "NodeNotFound", f"Node {target.node} does not exist"),
-                ("Ready", "False", "NodeNotFound", f"Node {target.node} does not exist"),
+                ("NodeLabeled", "False", Reason.NODE_NOT_FOUND, f"Node {target.node} does not exist"),
+                ("Ready", "False", Reason.NODE_NOT_FOUND, f"Node {target.node} does not exist"),
                 **fields,
             )
             return False
@@ -155,58 +156,66 @@ class Reconciler:
             f"{k}={v}"
             for k, v in sorted(nodes.node_labels.desired_labels(target.runtime, validated, target.labels).items())
         )
-        labeled = ("NodeLabeled", "True", "Labeled", f"Node {target.node}: {shown}")
+        labeled = ("NodeLabeled", "True", Reason.LABELED, f"Node {target.node}: {shown}")
         if result.conflicts:
             labeled = (
                 "NodeLabeled",
                 "False",
-                "LabelConflict",
+                Reason.LABEL_CONFLICT,
                 f"labels set by someone else left alone: {', '.join(result.conflicts)}",
             )
+        if result.ownership_error:
+            labeled = ("NodeLabeled", "False", Reason.OWNED_LABELS_UNREADABLE, result.ownership_error)
+            # One Event when it appears; the condition carries it from then on.
+            previous = cond.find(writer.conditions, "NodeLabeled") or {}
+            if previous.get("reason") != Reason.OWNED_LABELS_UNREADABLE:
+                writer.post("Warning", Reason.OWNED_LABELS_UNREADABLE, result.ownership_error)
         ready_ok = validated and labeled[1] == "True"
-        ready = ("Ready", "True", "Proven", message) if ready_ok else ("Ready", "False", reason, message)
+        ready = ("Ready", "True", Reason.PROVEN, message) if ready_ok else ("Ready", "False", reason, message)
         await writer.write(*conditions, labeled, ready, **fields)
         return ready_ok
 
-    async def require_drained(self, target: Target) -> None:
+    async def require_drained(self, target: CheckedSpec) -> None:
         """Refuse (for now) a spec change that would run critest on a live Node."""
         if target.validation.critest:
             blocker = st.critest_blocker(await client.read_node(target.node))
             if blocker:
-                raise TransientError(blocker, reason="NodeNotDrained")
+                raise TransientError(blocker, reason=Reason.NODE_NOT_DRAINED)
 
-    async def ensure_runtime_class(self, writer: StatusWriter, target: Target) -> None:
+    async def ensure_runtime_class(self, writer: StatusWriter, target: CheckedSpec) -> None:
         """The runtime's RuntimeClass (kata), selecting only Nodes where criops proved the handler."""
         body = runtimeclass.desired(target.runtime)
         if body is not None and await client.apply_runtime_class(body):
             writer.post("Normal", "RuntimeClass", f"RuntimeClass {body['metadata']['name']} applied")
 
-    async def withdraw(self, spec: dict[str, Any], message: str) -> None:
+    async def mark_unvalidated(self, spec: dict[str, Any], message: str) -> None:
         """An unusable spec: criops no longer vouches for the Node (validated=false), if it can name it."""
         node, runtime = spec.get("nodeName"), spec.get("runtime")
-        if not (isinstance(node, str) and NAME.match(node) and isinstance(runtime, str) and runtime in RUNTIMES):
+        if not (isinstance(node, str) and NAME.match(node) and isinstance(runtime, str) and runtime in CATALOG):
             return
         try:
-            await nodes.apply(node, runtime, False, "InvalidSpec", message, {}, False, now())
+            result = await nodes.apply(node, runtime, False, Reason.INVALID_SPEC, message, {}, False, now())
+            if result.ownership_error:
+                log.warning("%s", result.ownership_error)
         except ApiException as error:
             if not client.permanent(error):
                 raise
             # The spec is already reported invalid; the Node's refusal adds nothing to retry for.
             log.warning("Node %s refused validated=false: %s", node, client.server_message(error))
 
-    async def suspend(self, writer: StatusWriter, target: Target) -> None:
-        await self.label_node(
+    async def suspend(self, writer: StatusWriter, target: CheckedSpec) -> None:
+        await self.report_verdict(
             writer,
             target,
             False,
-            "Suspended",
+            Reason.SUSPENDED,
             "validation suspended",
-            ("Validated", "Unknown", "Suspended", "spec.suspend is true: criops does not validate"),
+            ("Validated", "Unknown", Reason.SUSPENDED, "spec.suspend is true: criops does not validate"),
             observedGeneration=writer.generation,
         )
 
-    async def provision(self, writer: StatusWriter, name: str, target: Target) -> bool:
-        await writer.write(("Provisioned", "Unknown", "Running", f"site.yml on {target.node}"))
+    async def provision(self, writer: StatusWriter, name: str, target: CheckedSpec) -> bool:
+        await writer.write(("Provisioned", "Unknown", Reason.RUNNING, f"site.yml on {target.node}"))
         result = await self._run(
             name,
             "site.yml",
@@ -216,12 +225,12 @@ class Reconciler:
             {"generation": writer.generation},
         )
         if not result.ok:
-            failed = ("Provisioned", "False", "PlaybookFailed", result.reason())
-            await self.label_node(
+            failed = ("Provisioned", "False", Reason.PLAYBOOK_FAILED, result.reason())
+            await self.report_verdict(
                 writer,
                 target,
                 False,
-                "ProvisioningFailed",
+                Reason.PROVISIONING_FAILED,
                 result.reason(),
                 failed,
                 observedGeneration=writer.generation,
@@ -229,17 +238,17 @@ class Reconciler:
             return False
         # One write with the next step, so the phase goes straight on to Validating.
         await writer.write(
-            ("Provisioned", "True", "Converged", f"site.yml converged in {result.seconds:.0f} s"),
-            ("Validated", "Unknown", "Running", f"validate.yml on {target.node} is next"),
+            ("Provisioned", "True", Reason.CONVERGED, f"site.yml converged in {result.seconds:.0f} s"),
+            ("Validated", "Unknown", Reason.RUNNING, f"validate.yml on {target.node} is next"),
         )
         return True
 
-    async def validate(self, writer: StatusWriter, name: str, target: Target, timer: bool = False) -> None:
+    async def validate(self, writer: StatusWriter, name: str, target: CheckedSpec, timer: bool = False) -> None:
         """Run validate.yml (critest, or the light probe on the timer), then write verdict, Node and Ready."""
         critest = target.validation.critest and not timer
         what = "critest" if critest else "probe"
         if not timer:
-            await writer.write(("Validated", "Unknown", "Running", f"validate.yml with critest on {target.node}"))
+            await writer.write(("Validated", "Unknown", Reason.RUNNING, f"validate.yml with critest on {target.node}"))
         variables = validate_vars(target, critest, failures_listed=100000)
         timeout = target.validation.timeout_seconds + 600
         result = await self._run(
@@ -251,62 +260,37 @@ class Reconciler:
         probe = result.report(target.node, "probe.json") or {}
         if probe.get("runtime", {}).get("name"):
             fields["runtime"] = probe["runtime"]
-        if probe.get("criV1") is False and probe.get("reachable") and target.runtime in V1ALPHA2_RUNTIMES:
+        if probe.get("criV1") is False and probe.get("reachable") and CATALOG[target.runtime].cri_api == "v1alpha2":
             node = await client.read_node(target.node) or {}
             kubelet = node.get("status", {}).get("nodeInfo", {}).get("kubeletVersion", "")
             if kubelet_speaks_only_v1(kubelet):
                 message = f"{target.endpoint} speaks only CRI v1alpha2; kubelet {kubelet or '(unknown)'} needs CRI v1"
                 fields["runtime"] = {"name": target.runtime, "criApiVersion": "v1alpha2"}
                 writer.unsupported = True
-                verdict = ("Validated", "False", "CRIv1alpha2Only", message)
-                await self.label_node(writer, target, False, "CRIv1alpha2Only", message, verdict, **fields)
+                verdict = ("Validated", "False", Reason.CRI_V1ALPHA2_ONLY, message)
+                await self.report_verdict(writer, target, False, Reason.CRI_V1ALPHA2_ONLY, message, verdict, **fields)
                 return
         if not result.ok:
-            reason = "ProbeFailed" if timer else "ValidationFailed"
+            reason = Reason.PROBE_FAILED if timer else Reason.VALIDATION_FAILED
             message = f"{what} stopped at {result.reason()}"
             verdict = ("Validated", "False", reason, message)
-            await self.label_node(writer, target, False, reason, message, verdict, **fields)
+            await self.report_verdict(writer, target, False, reason, message, verdict, **fields)
             return
         if critest:
             summary = result.report(target.node, target.handler or "default", "summary.json")
             if summary is None:
                 message = f"validate.yml succeeded but wrote no critest summary under {result.report_dir}"
-                verdict = ("Validated", "False", "NoReport", message)
-                await self.label_node(writer, target, False, "NoReport", message, verdict, **fields)
+                verdict = ("Validated", "False", Reason.NO_REPORT, message)
+                await self.report_verdict(writer, target, False, Reason.NO_REPORT, message, verdict, **fields)
                 return
             fields["critest"] = st.critest_status(summary, self.settings.failures_listed)
             proven, reason, message = st.validation_verdict(summary, list(target.validation.expected_failures))
         else:
-            proven, reason = True, "ProbePassed"
+            proven, reason = True, Reason.PROBE_PASSED
             message = f"CRI answered and a smoke pod served HTTP through {target.handler or 'the default handler'}"
             critest_result = (writer.status.get("critest") or {}).get("result")
             if timer and target.validation.critest and critest_result:
                 # The probe confirms that this generation's critest verdict still holds.
-                reason, message = "CritestPassed", f"{message}; critest {critest_result}"
+                reason, message = Reason.CRITEST_PASSED, f"{message}; critest {critest_result}"
         verdict = ("Validated", "True" if proven else "False", reason, message)
-        await self.label_node(writer, target, proven, reason, message, verdict, **fields)
-
-
-def validated_generation(status: dict[str, Any]) -> int | None:
-    """The generation whose validation finished (whatever its verdict), from status."""
-    validated = cond.find(status.get("conditions") or [], "Validated")
-    if validated is None or validated.get("reason") in UNFINISHED_REASONS:
-        return None
-    return validated.get("observedGeneration")
-
-
-def probe_due(status: dict[str, Any], generation: int, interval: int, at: datetime) -> bool:
-    """Whether the light probe should run: the proof held for this generation and the interval passed."""
-    validated = cond.find(status.get("conditions") or [], "Validated")
-    if validated is None or validated.get("observedGeneration") != generation:
-        return False
-    if validated.get("reason") not in PROVEN_REASONS:
-        return False
-    labeled = cond.find(status.get("conditions") or [], "NodeLabeled")
-    if labeled and labeled.get("reason") == st.NODE_UPDATE_REFUSED and labeled.get("observedGeneration") == generation:
-        return False  # The Node update was refused for good: a spec or policy change comes first.
-    last = status.get("lastProbed") or status.get("lastValidated")
-    if not last:
-        return True
-    elapsed = (at - datetime.fromisoformat(last.replace("Z", "+00:00"))).total_seconds()
-    return elapsed >= interval
+        await self.report_verdict(writer, target, proven, reason, message, verdict, **fields)

@@ -102,7 +102,7 @@ def ansible_playbook() -> str:
 
 
 def write_inventory(directory: Path, node: Node, kata: bool = False) -> Path:
-    """A YAML inventory for `node` in group containerd (and its child group kata), with
+    """A YAML inventory for `node` in cri_nodes' child group containerd (and its child group kata), with
     inventory/local's group_vars.
 
     group_vars are found relative to the inventory file, so they are linked next
@@ -114,7 +114,7 @@ def write_inventory(directory: Path, node: Node, kata: bool = False) -> Path:
         group_vars.symlink_to(LOCAL_INVENTORY / "group_vars", target_is_directory=True)
     hosts = {node.name: {"ansible_connection": "containers.podman.podman"}}
     group = {"children": {"kata": {"hosts": hosts}}} if kata else {"hosts": hosts}
-    inventory = {"all": {"children": {"containerd": group}}}
+    inventory = {"all": {"children": {"cri_nodes": {"children": {"containerd": group}}}}}
     path = directory / "hosts.yml"
     # JSON is YAML: no quoting rules to get wrong.
     path.write_text(json.dumps(inventory, indent=2) + "\n")

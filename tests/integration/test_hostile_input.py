@@ -25,14 +25,13 @@ from typing import Any
 
 import pytest
 from control_plane import ControlPlane
-from criops_world import Node, node_state, ssh_port
+from criops_world import Node, node_state
 from operator_world import (
     NAMESPACE,
     SSH_SECRET,
-    OperatorProcess,
-    install_operator_access,
+    condition,
     kubectl_json,
-    register_node,
+    operator_world,
     runs,
     runtime_node,
     wait_for,
@@ -54,25 +53,10 @@ QUICK = ["Runtime info"]
 @pytest.fixture(scope="module")
 def world(kubeconfig_with_crd: Path, control_plane: ControlPlane, test_host: Node, tmp_path_factory) -> Iterator[dict]:
     workdir = tmp_path_factory.mktemp("hostile")
-    kubeconfig = install_operator_access(control_plane, workdir)
-    register_node(control_plane, test_host.name, {}, [])
-    state = workdir / "state"
-    state.mkdir()
     markers = workdir / "markers"
     markers.mkdir()
-    operator = OperatorProcess(kubeconfig, state, workdir / "operator.log").start()
-    try:
-        yield {
-            "plane": control_plane,
-            "host": test_host,
-            "operator": operator,
-            "state": state,
-            "markers": markers,
-            "port": ssh_port(test_host.name),
-        }
-    finally:
-        operator.stop()
-        print(operator.log())
+    with operator_world(control_plane, test_host, workdir) as world:
+        yield {**world, "markers": markers}
 
 
 def pipe(world: dict, case: str) -> str:
@@ -104,10 +88,6 @@ def create(world: dict, manifest: dict[str, Any], *flags: str) -> Any:
 
 def status_of(world: dict, name: str) -> dict[str, Any]:
     return kubectl_json(world["plane"], "get", "runtimenode", name).get("status", {})
-
-
-def condition(status: dict[str, Any], type_: str) -> dict[str, Any]:
-    return next((c for c in status.get("conditions", []) if c["type"] == type_), {})
 
 
 def settled(world: dict, name: str, *phases: str, timeout: float = 600) -> dict[str, Any]:
@@ -429,6 +409,38 @@ def test_the_ssh_key_never_appears_in_logs_events_status_or_run_directories(worl
     leaked = [where for where, text in places.items() if any(line in text for line in body)]
     assert leaked == []
     assert not list(world["state"].rglob("ssh-key")), "the key file outlived its run"
+
+
+# --- a corrupt record of criops' labels on the Node: reported, never guessed at -----------
+def test_a_corrupt_ownership_record_is_reported_and_other_labels_are_left_alone(world):
+    plane, node, name = world["plane"], world["host"].name, "corrupt-record"
+    # Someone wrote criops' record by hand; a label of theirs sits under a key the spec asks for.
+    corrupt = {"metadata": {"annotations": {"criops.dev/owned-labels": "[not json"},
+                            "labels": {"example.com/team": "storage"}}}  # fmt: skip
+    assert plane.kubectl("patch", "node", node, "--type=merge", "-p", json.dumps(corrupt)).returncode == 0
+    try:
+        manifest = hostile(world, name, validation={"focus": QUICK}, labels={"example.com/team": "runtime"})
+        assert create(world, manifest).returncode == 0
+        status = settled(world, name, "Pending", "Ready", "Failed")
+        labeled = condition(status, "NodeLabeled")
+        assert labeled["reason"] == "OwnedLabelsUnreadable", labeled
+        assert "kubectl annotate node" in labeled["message"]
+        assert condition(status, "Ready")["status"] == "False"
+        assert condition(status, "Validated")["reason"] == "CritestPassed"
+        current = kubectl_json(plane, "get", "node", node)["metadata"]
+        assert current["labels"]["example.com/team"] == "storage"
+        assert current["labels"]["criops.dev/validated"] == "true"
+        assert current["annotations"]["criops.dev/owned-labels"] == "[not json"
+        events = kubectl_json(plane, "-n", NAMESPACE, "get", "events")["items"]
+        assert [e for e in events if e["reason"] == "OwnedLabelsUnreadable" and e["involvedObject"]["name"] == name]
+        delete(world, name)
+        # Only criops' own labels went with the RuntimeNode; the record is left for a person.
+        current = kubectl_json(plane, "get", "node", node)["metadata"]
+        assert "criops.dev/validated" not in current["labels"]
+        assert current["labels"]["example.com/team"] == "storage"
+    finally:
+        clean = {"metadata": {"annotations": {"criops.dev/owned-labels": None}, "labels": {"example.com/team": None}}}
+        plane.kubectl("patch", "node", node, "--type=merge", "-p", json.dumps(clean))
 
 
 # --- last: a sandbox image that tries to add TOML keys and run a command ---------------------

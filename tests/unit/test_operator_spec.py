@@ -11,7 +11,7 @@ from criops import role_variables
 from criops.ansible_run import inventory
 from criops.core import conditions, runtimeclass
 from criops.core.spec import SpecError, kubelet_speaks_only_v1, parse_duration, resolve, validate_vars
-from criops.reconcile import probe_due, validated_generation
+from criops.core.verdicts import probe_due, validated_generation
 
 ROLE_VARIABLES = role_variables.load(Path(__file__).resolve().parents[2])
 
@@ -68,7 +68,7 @@ def test_defaults_follow_the_runtime():
         (
             {"provision": {"extraVars": {"kata_handler": "kata"}}},
             "provision.extraVars.kata_handler",
-            "containerd, cri_tools",
+            "cri_tools, containerd)",
         ),
         (
             {"provision": {"extraVars": {"containerd_registries_mirrors": [{"{{ 7*7 }}": "x"}]}}},
@@ -103,7 +103,9 @@ def test_variables_reach_ansible_as_data_not_as_shell_words():
 
 def test_the_inventory_holds_one_node_in_its_runtime_group_with_every_string_marked_unsafe():
     target = resolve(spec(access={"host": "10.0.0.7", "port": 2222, "user": "admin", "sshKeySecretRef": {"name": "k"}}))
-    hosts = inventory(target, key_file=Path("/run/key"))["all"]["children"]["containerd"]["hosts"]
+    hosts = inventory(target, key_file=Path("/run/key"))["all"]["children"]["cri_nodes"]["children"]["containerd"][
+        "hosts"
+    ]
     assert hosts == {
         "worker-1": {
             "ansible_connection": {"__ansible_unsafe": "ssh"},
@@ -114,7 +116,9 @@ def test_the_inventory_holds_one_node_in_its_runtime_group_with_every_string_mar
         }
     }
     local = resolve(spec(access={"connection": "local"}))
-    host = inventory(local, key_file=None)["all"]["children"]["containerd"]["hosts"]["worker-1"]
+    host = inventory(local, key_file=None)["all"]["children"]["cri_nodes"]["children"]["containerd"]["hosts"][
+        "worker-1"
+    ]
     # criops' own template, the one string that is meant to be rendered.
     assert host["ansible_python_interpreter"] == "{{ ansible_playbook_python }}"
 
@@ -218,7 +222,7 @@ def test_api_errors_that_a_retry_cannot_fix_are_told_apart_in_the_servers_words(
 
 def test_kata_nodes_are_in_the_kata_group_under_containerd_and_run_kata_runtime_check():
     target = resolve(spec(runtime="kata"))
-    children = inventory(target, key_file=None)["all"]["children"]
+    children = inventory(target, key_file=None)["all"]["children"]["cri_nodes"]["children"]
     assert list(children["containerd"]["children"]["kata"]["hosts"]) == ["worker-1"]
     variables = validate_vars(target, critest=True, failures_listed=1)
     assert variables["cri_validate_handlers"] == ["kata"]

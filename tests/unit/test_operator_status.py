@@ -122,3 +122,15 @@ def test_critest_waits_for_a_live_node_to_be_drained():
     assert status.critest_blocker(_node("False")) is None
     assert status.critest_blocker(_node("True", unschedulable=True)) is None
     assert status.critest_blocker(None) is None
+
+
+def test_every_waiting_or_running_reason_leaves_the_generation_unfinished():
+    from criops.core.verdicts import DEGRADED, IN_PROGRESS, PROVEN, UNFINISHED, WAITING
+
+    assert WAITING | IN_PROGRESS <= UNFINISHED
+    # A proof that held is never also unfinished: the probe timer and a restart would both act on it.
+    assert not PROVEN & UNFINISHED
+    assert DEGRADED <= PROVEN
+    for reason in WAITING:
+        conds = conditions.set_condition([], "Validated", "False", reason, "", 1, T0)
+        assert status.phase(conds) == "Pending"

@@ -9,27 +9,23 @@ from __future__ import annotations
 from typing import Any
 
 from .node_labels import LABEL_RUNTIME, LABEL_VALIDATED
+from .runtimes import CATALOG
 
 MANAGED_BY = {"app.kubernetes.io/managed-by": "criops"}
 
-# runtime -> (RuntimeClass name = handler, fixed per-pod overhead of its VM).
-RUNTIME_CLASSES: dict[str, dict[str, Any]] = {
-    # Kata's VM: the guest kernel, agent and hypervisor, as kata-deploy accounts them.
-    "kata": {"handler": "kata", "overhead": {"cpu": "250m", "memory": "160Mi"}},
-}
-
 
 def desired(runtime: str) -> dict[str, Any] | None:
-    """The RuntimeClass object for a runtime, or None when it needs none."""
-    spec = RUNTIME_CLASSES.get(runtime)
+    """The RuntimeClass object for a runtime (named for its handler), or None when it needs none."""
+    facts = CATALOG.get(runtime)
+    spec = facts.runtime_class if facts else None
     if spec is None:
         return None
     return {
         "apiVersion": "node.k8s.io/v1",
         "kind": "RuntimeClass",
-        "metadata": {"name": spec["handler"], "labels": dict(MANAGED_BY)},
-        "handler": spec["handler"],
-        "overhead": {"podFixed": dict(spec["overhead"])},
+        "metadata": {"name": spec.handler, "labels": dict(MANAGED_BY)},
+        "handler": spec.handler,
+        "overhead": {"podFixed": dict(spec.overhead)},
         "scheduling": {"nodeSelector": {LABEL_RUNTIME: runtime, LABEL_VALIDATED: "true"}},
     }
 

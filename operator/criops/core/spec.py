@@ -14,48 +14,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .node_labels import label_problem
+from .runtimes import CATALOG
 from .untrusted import refused_key
-
-# What each runtime means for criops: where its CRI socket is, which inventory
-# group provisions it, which containerd handler proves it, and which roles
-# site.yml runs for it (whose variables spec.provision.extraVars may set).
-CONTAINERD_ROLES = ("node_prereqs", "cni_plugins", "containerd", "cri_tools")
-RUNTIMES: dict[str, dict[str, Any]] = {
-    "containerd": {
-        "endpoint": "unix:///run/containerd/containerd.sock",
-        "group": "containerd",
-        "handler": "runc",
-        "roles": CONTAINERD_ROLES,
-    },
-    "crun": {
-        "endpoint": "unix:///run/containerd/containerd.sock",
-        "group": "containerd",
-        "handler": "crun",
-        "roles": CONTAINERD_ROLES,
-    },
-    # The kata group is a child of containerd: kata nodes get both roles.
-    "kata": {
-        "endpoint": "unix:///run/containerd/containerd.sock",
-        "group": "kata",
-        "handler": "kata",
-        "parent": "containerd",
-        "roles": (*CONTAINERD_ROLES, "kata"),
-    },
-    "virtlet": {"endpoint": "unix:///run/virtlet.sock", "group": "virtlet", "handler": "", "roles": ()},
-    "singularity-cri": {
-        "endpoint": "unix:///var/run/singularity.sock",
-        "group": "singularity_cri",
-        "handler": "",
-        "roles": (),
-    },
-}
-HANDLER_RUNTIMES = frozenset({"containerd", "crun", "kata"})
-# Archived runtimes that only ever spoke CRI v1alpha2 (dropped by kubelet 1.26).
-V1ALPHA2_RUNTIMES = frozenset({"virtlet", "singularity-cri"})
-# Commands a handler must pass before its smoke pod (argv lists on the node).
-HANDLER_CHECKS: dict[str, list[list[str]]] = {
-    "kata": [["/opt/kata/bin/kata-runtime", "check", "--no-network-checks"]],
-}
 
 # The images of critest's --test-images-file a RuntimeNode may replace.
 TEST_IMAGE_KEYS = ("defaultTestContainerImage", "webServerTestImage")
@@ -102,7 +62,7 @@ class Validation:
 
 
 @dataclass(frozen=True)
-class Target:
+class CheckedSpec:
     """Everything one RuntimeNode asks for, checked and with defaults filled in."""
 
     node: str
@@ -210,7 +170,7 @@ def _provision_vars(
     extra = provision.get("extraVars") or {}
     if not isinstance(extra, dict):
         raise SpecError("provision.extraVars", "expected an object of role variables")
-    roles = RUNTIMES[runtime]["roles"]
+    roles = CATALOG[runtime].all_roles
     known = frozenset().union(*(role_variables.get(role, frozenset()) for role in roles))
     for key in extra:
         if not isinstance(key, str) or not _VARIABLE.match(key):
@@ -223,8 +183,10 @@ def _provision_vars(
         if key not in known:
             closest = difflib.get_close_matches(key, sorted(known), n=1)
             hint = f"; did you mean {closest[0]}?" if closest else ""
-            ran = f"the roles site.yml runs for {runtime} ({', '.join(roles)})" if roles else f"no role of {runtime}"
-            raise SpecError(f"provision.extraVars.{key}", f"not a variable of {ran}{hint}")
+            raise SpecError(
+                f"provision.extraVars.{key}",
+                f"not a variable of the roles site.yml runs for {runtime} ({', '.join(roles)}){hint}",
+            )
     refused = refused_key(extra, "provision.extraVars")
     if refused:
         raise SpecError(*refused)
@@ -244,7 +206,7 @@ def _labels(spec: dict[str, Any]) -> dict[str, str]:
     return {str(k): v for k, v in labels.items()}
 
 
-def resolve(spec: dict[str, Any], role_variables: Mapping[str, frozenset[str]] | None = None) -> Target:
+def resolve(spec: dict[str, Any], role_variables: Mapping[str, frozenset[str]] | None = None) -> CheckedSpec:
     """The spec checked field by field; raises SpecError naming the first bad field.
 
     `role_variables` maps each role to the variables its argument specs declare
@@ -255,27 +217,27 @@ def resolve(spec: dict[str, Any], role_variables: Mapping[str, frozenset[str]] |
     if not isinstance(node, str) or not NAME.match(node) or len(node) > 253:
         raise SpecError("nodeName", f"expected the name of a Node, got {node!r}")
     runtime = spec.get("runtime")
-    if runtime not in RUNTIMES:
-        raise SpecError("runtime", f"expected one of {', '.join(RUNTIMES)}, got {runtime!r}")
-    defaults = RUNTIMES[runtime]
-    endpoint = spec.get("criEndpoint", defaults["endpoint"])
+    if runtime not in CATALOG:
+        raise SpecError("runtime", f"expected one of {', '.join(CATALOG)}, got {runtime!r}")
+    facts = CATALOG[runtime]
+    endpoint = spec.get("criEndpoint", facts.endpoint)
     if not isinstance(endpoint, str) or not _ENDPOINT.match(endpoint):
         raise SpecError("criEndpoint", f"expected unix:///path/to/socket, got {endpoint!r}")
-    handler = spec.get("runtimeHandler", defaults["handler"])
+    handler = spec.get("runtimeHandler", facts.handler)
     if "runtimeHandler" in spec:
-        if runtime not in HANDLER_RUNTIMES:
+        if not facts.has_handlers:
             raise SpecError("runtimeHandler", f"runtime {runtime} has no runtime handlers")
         if not isinstance(handler, str) or not _HANDLER.match(handler):
             raise SpecError("runtimeHandler", f"expected a RuntimeClass handler name, got {handler!r}")
-        if runtime == "kata" and handler != "kata":
-            raise SpecError("runtimeHandler", "runtime kata validates the containerd handler 'kata'")
+        if facts.handler_fixed and handler != facts.handler:
+            raise SpecError("runtimeHandler", f"runtime {runtime} validates the containerd handler '{facts.handler}'")
     labels = _labels(spec)
     provision, provision_vars = _provision_vars(spec, runtime, role_variables or {})
-    return Target(
+    return CheckedSpec(
         node=node,
         runtime=runtime,
-        group=defaults["group"],
-        parent_group=defaults.get("parent", ""),
+        group=facts.group,
+        parent_group=facts.parent_group,
         endpoint=endpoint,
         handler=handler,
         access=_access(spec),
@@ -287,7 +249,7 @@ def resolve(spec: dict[str, Any], role_variables: Mapping[str, frozenset[str]] |
     )
 
 
-def validate_vars(target: Target, critest: bool, failures_listed: int) -> dict[str, Any]:
+def validate_vars(target: CheckedSpec, critest: bool, failures_listed: int) -> dict[str, Any]:
     """Extra variables for playbooks/validate.yml on this node (passed as JSON, never through a shell).
 
     The report directory is the run's own: ansible_run adds it.
@@ -304,8 +266,9 @@ def validate_vars(target: Target, critest: bool, failures_listed: int) -> dict[s
         # Every failed name, so expectedFailures can be matched exactly.
         "cri_validate_failures_listed": failures_listed,
     }
-    if target.runtime in HANDLER_CHECKS:
-        variables["cri_validate_handler_checks"] = {target.handler: HANDLER_CHECKS[target.runtime]}
+    checks = CATALOG[target.runtime].handler_checks
+    if checks:
+        variables["cri_validate_handler_checks"] = {target.handler: [list(argv) for argv in checks]}
     if target.validation.test_images:
         variables["cri_validate_test_images_override"] = dict(target.validation.test_images)
     return variables

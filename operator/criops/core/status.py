@@ -5,17 +5,9 @@ from __future__ import annotations
 from typing import Any, Literal
 
 from .conditions import find, is_true
+from .verdicts import DEGRADED, IN_PROGRESS, WAITING, Reason
 
 Phase = Literal["Pending", "Provisioning", "Validating", "Ready", "Degraded", "Failed", "Unsupported"]
-
-# Reasons that say the runtime was proven before and a later probe failed.
-DEGRADED_REASONS = frozenset({"ProbeFailed"})
-IN_PROGRESS_REASONS = frozenset({"Running"})
-# Reasons that say criops waits for something outside the spec (retried).
-WAITING_REASONS = frozenset({"Waiting", "NodeNotDrained"})
-# NodeLabeled/Ready reason when the API server refused the Node update for good
-# (422, 403, ...): the generation is Failed and waits for a spec or policy change.
-NODE_UPDATE_REFUSED = "NodeUpdateRefused"
 
 
 def critest_status(summary: dict[str, Any], failures_listed: int = 20) -> dict[str, Any]:
@@ -52,13 +44,13 @@ def validation_verdict(summary: dict[str, Any], expected: list[str]) -> tuple[bo
     unexpected = unexpected_failures(summary, expected)
     ran = summary["total"] - summary["skipped"]
     if summary["total"] == 0 or ran == 0:
-        return False, "NoSpecsRan", "critest ran no spec: check validation.focus/skip"
+        return False, Reason.NO_SPECS_RAN, "critest ran no spec: check validation.focus/skip"
     if unexpected:
         shown = "; ".join(unexpected[:3]) + (f" (+{len(unexpected) - 3} more)" if len(unexpected) > 3 else "")
-        return False, "CritestFailed", f"{len(unexpected)} unexpected critest failure(s): {shown}"
+        return False, Reason.CRITEST_FAILED, f"{len(unexpected)} unexpected critest failure(s): {shown}"
     expected_count = summary["failed"]
     note = f", {expected_count} expected failure(s)" if expected_count else ""
-    return True, "CritestPassed", f"critest {summary['version']}: {summary['passed']}/{ran} passed{note}"
+    return True, Reason.CRITEST_PASSED, f"critest {summary['version']}: {summary['passed']}/{ran} passed{note}"
 
 
 def phase(conditions: list[dict[str, Any]], unsupported: bool = False) -> Phase:
@@ -71,14 +63,14 @@ def phase(conditions: list[dict[str, Any]], unsupported: bool = False) -> Phase:
         condition = find(conditions, type_)
         if condition is None:
             continue
-        if condition["status"] == "Unknown" and condition.get("reason") in IN_PROGRESS_REASONS:
+        if condition["status"] == "Unknown" and condition.get("reason") in IN_PROGRESS:
             return running_phase
         if condition["status"] == "False":
-            if condition.get("reason") in WAITING_REASONS:
+            if condition.get("reason") in WAITING:
                 return "Pending"
-            return "Degraded" if condition.get("reason") in DEGRADED_REASONS else "Failed"
+            return "Degraded" if condition.get("reason") in DEGRADED else "Failed"
     labeled = find(conditions, "NodeLabeled")
-    if labeled is not None and labeled["status"] == "False" and labeled.get("reason") == NODE_UPDATE_REFUSED:
+    if labeled is not None and labeled["status"] == "False" and labeled.get("reason") == Reason.NODE_UPDATE_REFUSED:
         return "Failed"
     return "Pending"
 

@@ -84,6 +84,24 @@ CASES = {
         {"cri_tools_runtime_endpoint": "tcp://127.0.0.1:1234"},
         ["cri_tools_runtime_endpoint ('tcp://127.0.0.1:1234')", "must be unix:///path endpoints"],
     ),
+    # Values that would add lines to files on the node.
+    "module-name-with-a-line-break": (
+        {"node_prereqs_kernel_modules": [{"name": "overlay\nevil", "proof": "/sys/module/overlay"}]},
+        ["node_prereqs_kernel_modules names must be module names", "overlay\\nevil"],
+    ),
+    "sysctl-value-with-a-line-break": (
+        {"node_prereqs_sysctls": {"net.ipv4.ip_forward": "1\nkernel.panic=1"}},
+        ["single-line values", "kernel.panic=1"],
+    ),
+    "tarball-prefix-with-a-line-break": (
+        {
+            "containerd_install_method": "tarball",
+            "containerd_tarball_url": "{url}",
+            "containerd_tarball_sha256": "{sha256}",
+            "containerd_tarball_prefix": "/usr/local\nExecStartPre=/bin/touch /criops-pwned",
+        },
+        ["containerd_tarball_prefix an absolute path", "ExecStartPre"],
+    ),
     "cni-subnet-without-prefix": (
         {"cni_plugins_bridge_subnet": "10.85.0.0"},
         ["cni_plugins_bridge_subnet must be an IPv4 CIDR", "(got '10.85.0.0')"],
@@ -139,6 +157,6 @@ def test_bad_input_stops_before_the_node_changes(
     assert result.returncode != 0, f"site.yml accepted the bad input {extra_vars}:\n{result.stdout[-4000:]}"
     for text in expected:
         assert flat(text) in output, f"output does not say {text!r}:\n{result.stdout[-4000:]}"
-    # Stopped in the preflight play: the provisioning play found no host left.
-    assert "PLAY [Provision containerd nodes]" not in result.stdout
+    # Stopped in the preflight play: the first play that changes nodes found no host left.
+    assert "PLAY [Prepare every CRI node]" not in result.stdout
     assert node_state(test_host) == pristine_state, "the bad input changed the node"

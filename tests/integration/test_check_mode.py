@@ -38,7 +38,7 @@ def test_check_mode_succeeds_and_predicts_changes(check_run, test_host: Node):
     assert recap["changed"] >= 10, flat(check_run.stdout[-2000:])
     # --diff shows what would be written: containerd's config and crictl's.
     assert '[plugins."io.containerd.grpc.v1.cri".containerd.runtimes.crun]' in check_run.stdout
-    assert "+runtime-endpoint: unix:///run/containerd/containerd.sock" in check_run.stdout
+    assert '+runtime-endpoint: "unix:///run/containerd/containerd.sock"' in check_run.stdout
     assert 'runtime_type = "io.containerd.kata.v2"' in check_run.stdout
 
 

@@ -2,8 +2,9 @@
 
 Each run gets its own directory (inventory, extra vars as a JSON file, the SSH
 key for the length of the run, reports, ansible-runner's artifacts); the last
-few per RuntimeNode are kept for inspection. Nothing from a RuntimeNode is ever
-code: every string in the extra vars and the inventory is marked unsafe
+few per RuntimeNode are kept for inspection. What goes into a run and what comes
+out is criops.contract; this module only runs it. Nothing from a RuntimeNode is
+ever code: every string in the extra vars and the inventory is marked unsafe
 (core.untrusted), so Ansible uses it as literal text and never templates it, and
 Ansible starts its commands with argv lists, never through a shell.
 """
@@ -26,7 +27,7 @@ from typing import Any
 
 import ansible_runner
 
-from .core.runtimes import CRI_NODES_GROUP
+from . import contract
 from .core.spec import CheckedSpec
 from .core.untrusted import mark_unsafe
 from .settings import Settings
@@ -52,61 +53,12 @@ class RunResult:
     def report_dir(self) -> Path:
         return self.run_dir / "reports"
 
-    def report(self, *parts: str) -> dict[str, Any] | None:
-        """A JSON report the playbook wrote under reports/, or None."""
-        path = self.report_dir.joinpath(*parts)
-        try:
-            return json.loads(path.read_text())
-        except (OSError, ValueError):
-            return None
-
     def reason(self) -> str:
         if self.failures:
             return self.failures[0]
         if self.status == "timeout":
             return f"{self.playbook} did not finish in time"
         return f"{self.playbook} ended {self.status} (rc {self.rc})"
-
-
-def inventory(target: CheckedSpec, key_file: Path | None) -> dict[str, Any]:
-    """A one-node inventory: the node in its runtime's group under cri_nodes, reached as spec.access says.
-
-    Every value from the spec is marked unsafe; the host name itself is a Node
-    name (DNS subdomain syntax, checked), which cannot hold template syntax.
-    """
-    host: dict[str, Any] = mark_unsafe(
-        {"ansible_connection": target.access.connection, "ansible_user": target.access.user}
-    )
-    if target.access.connection == "ssh":
-        host.update(mark_unsafe({"ansible_host": target.access.host}), ansible_port=target.access.port)
-        if key_file is not None:
-            host["ansible_ssh_private_key_file"] = mark_unsafe(str(key_file))
-    else:
-        # criops' own template, not the spec's: the controller's Python runs local tasks.
-        host["ansible_python_interpreter"] = "{{ ansible_playbook_python }}"
-    group: dict[str, Any] = {target.group: {"hosts": {target.node: host}}}
-    if target.parent_group:
-        group = {target.parent_group: {"children": group}}
-    return {"all": {"children": {CRI_NODES_GROUP: {"children": group}}}}
-
-
-def _failures(runner: Any) -> list[str]:
-    found = []
-    for event in runner.events:
-        if event.get("event") not in ("runner_on_failed", "runner_on_unreachable"):
-            continue
-        data = event.get("event_data", {})
-        if data.get("ignore_errors"):
-            continue
-        res = data.get("res", {})
-        # A loop's failure is in its first failed item.
-        res = next((item for item in res.get("results", []) if item.get("failed")), res)
-        message = res.get("msg") or "failed"
-        if res.get("stderr") and message == "non-zero return code":
-            # A command's own words say more than Ansible's summary of them.
-            message = res["stderr"].strip().splitlines()[-1]
-        found.append(f"{data.get('task', '?')}: {str(message).strip()}")
-    return found
 
 
 class PlaybookPool:
@@ -118,6 +70,10 @@ class PlaybookPool:
         # Runs last minutes: their own threads, so API calls never queue behind them.
         self._threads = ThreadPoolExecutor(settings.concurrency, "criops-playbook")
         self.active = 0
+
+    def close(self) -> None:
+        """Start no more runs; runs still going are stopped by their cancelled handlers."""
+        self._threads.shutdown(wait=False, cancel_futures=True)
 
     def _new_run_dir(self, owner: str, playbook: str, record: dict[str, Any]) -> Path:
         """A fresh run directory; older ones beyond runs_kept are removed (in the worker thread)."""
@@ -181,11 +137,11 @@ class PlaybookPool:
                 handle.write(ssh_key if ssh_key.endswith("\n") else ssh_key + "\n")
         inventory_dir = run_dir / "inventory"
         inventory_dir.mkdir()
-        (inventory_dir / "hosts.json").write_text(json.dumps(inventory(target, key_file), indent=2))
+        (inventory_dir / "hosts.json").write_text(json.dumps(contract.inventory(target, key_file), indent=2))
         if self.settings.group_vars_dir is not None:
             (inventory_dir / "group_vars").symlink_to(self.settings.group_vars_dir.resolve())
         # Everything here is data: the spec's values and criops' own (paths, handler checks) alike.
-        variables = mark_unsafe({**extravars, "cri_validate_report_dir": str(run_dir / "reports")})
+        variables = mark_unsafe({**extravars, contract.REPORT_DIR_VARIABLE: str(run_dir / "reports")})
         extravars_file = run_dir / "env" / "extravars"
         extravars_file.write_text(json.dumps(variables, indent=2))
         extravars_file.chmod(0o600)
@@ -204,7 +160,7 @@ class PlaybookPool:
                 cancel_callback=cancelled.is_set,
                 suppress_env_files=True,
             )
-            result = RunResult(playbook, runner.status, runner.rc or 0, run_dir, 0.0, _failures(runner))
+            result = RunResult(playbook, runner.status, runner.rc or 0, run_dir, 0.0, contract.failures(runner.events))
         finally:
             if key_file is not None:
                 key_file.unlink(missing_ok=True)

@@ -1,7 +1,11 @@
-"""kopf entry points for RuntimeNodes: thin — gather, call criops.reconcile, write.
+"""kopf handlers for RuntimeNodes: thin — gather what kopf gives, call criops.reconcile.
 
 Run with: kopf run --standalone --all-namespaces -m criops.handlers
 (`operator/` on PYTHONPATH; see operator/manifests/deployment.yaml).
+
+Process state (settings, the reconciler and its playbook pool, the per-object
+locks, the generations finished) is created by the startup handler and kept in
+kopf's memo; the cleanup handler shuts the pools when the operator stops.
 """
 
 from __future__ import annotations
@@ -9,43 +13,61 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import defaultdict
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 import kopf
 
 from . import role_variables
-from .core import runtimeclass
-from .core.spec import SpecError, resolve
-from .core.verdicts import Reason, probe_due, validated_generation
-from .kube import client, nodes
-from .reconcile import Reconciler, StatusWriter, TransientError
+from .api import DIFFBASE_KEY, DIFFBASE_PREFIX, FINALIZER, GROUP, PLURAL, VERSION
+from .core.spec import SpecError
+from .core.verdicts import probe_due, validated_generation
+from .reconcile import Reconciler, TransientError
+from .report import EventPoster, StatusWriter
 from .settings import Settings
 
-GROUP, VERSION, PLURAL = client.GROUP, client.VERSION, client.PLURAL
-FINALIZER = "criops.dev/node-cleanup"
 
-SETTINGS = Settings.from_env()
-RECONCILER = Reconciler(SETTINGS)
-# What spec.provision.extraVars may set: the roles' argument specs.
-ROLE_VARIABLES = role_variables.load(SETTINGS.project_dir)
-# One lock per RuntimeNode: a spec handler and the probe timer never run a
-# playbook for the same node at the same time.
-LOCKS: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
-# Generations validated by this process (kopf may call create and resume
-# handlers in one cycle with the same, older body).
-FINISHED_GENERATIONS: dict[str, int] = {}
+@dataclass
+class OperatorState:
+    """What one operator process keeps between handler calls (in kopf's memo)."""
+
+    settings: Settings
+    reconciler: Reconciler
+    events: EventPoster
+    api_threads: ThreadPoolExecutor
+    # One lock per RuntimeNode: a spec handler and the probe timer never run a
+    # playbook for the same node at the same time.
+    locks: defaultdict[str, asyncio.Lock] = field(default_factory=lambda: defaultdict(asyncio.Lock))
+    # Generations handled by this process (kopf may call create and resume
+    # handlers in one cycle with the same, older body).
+    finished_generations: dict[str, int] = field(default_factory=dict)
+
+    def writer(self, body: kopf.Body, name: str, generation: int, status: kopf.Status) -> StatusWriter:
+        current = {k: v for k, v in dict(status).items() if k != "kopf"}
+        return StatusWriter(name, generation, current, self.events.poster(dict(body.metadata)))
+
+    def forget(self, uid: str) -> None:
+        self.locks.pop(uid, None)
+        self.finished_generations.pop(uid, None)
+
+
+# The timer's interval is fixed when this module is imported, so it is read here;
+# every other setting is read again at startup, into the memo.
+PROBE_TICK = Settings.from_env().probe_tick
+
+
+def state_of(memo: kopf.Memo) -> OperatorState:
+    return memo["criops"]
 
 
 @kopf.on.startup()
-async def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
+async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
+    ours = Settings.from_env()
     settings.persistence.finalizer = FINALIZER
     settings.persistence.progress_storage = kopf.StatusProgressStorage()
-    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
-        prefix="criops.dev", key="last-handled-configuration"
-    )
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(prefix=DIFFBASE_PREFIX, key=DIFFBASE_KEY)
     # criops posts its own Events, into its own namespace (RBAC allows nothing
     # else); kopf's handler chatter stays in the log.
     settings.posting.enabled = False
@@ -62,38 +84,28 @@ async def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     # One worker per RuntimeNode with pending events; a finished one waits
     # idle_timeout for more before it frees its slot. A low limit makes events
     # of other objects wait for idle workers (seconds at 1000 RuntimeNodes).
-    settings.batching.worker_limit = SETTINGS.worker_limit
+    settings.batching.worker_limit = ours.worker_limit
     settings.batching.idle_timeout = 2.0
     # Kubernetes API calls run in threads (the client is synchronous); playbook
     # runs have their own pool (ansible_run.PlaybookPool).
-    asyncio.get_running_loop().set_default_executor(ThreadPoolExecutor(SETTINGS.api_threads, "criops-api"))
+    api_threads = ThreadPoolExecutor(ours.api_threads, "criops-api")
+    asyncio.get_running_loop().set_default_executor(api_threads)
+    memo["criops"] = OperatorState(
+        settings=ours,
+        reconciler=Reconciler(ours, role_variables.load(ours.project_dir)),
+        events=EventPoster(ours.namespace),
+        api_threads=api_threads,
+    )
 
 
-# Events are posted in the background: a slow API server never holds up a reconcile.
-_POSTING: set[asyncio.Task[None]] = set()
-
-
-def _poster(body: kopf.Body) -> Callable[[str, str, str], None]:
-    obj = {"metadata": dict(body.metadata)}
-
-    def post(kind: str, reason: str, message: str) -> None:
-        task = asyncio.ensure_future(_post(obj, kind, reason, message))
-        _POSTING.add(task)
-        task.add_done_callback(_POSTING.discard)
-
-    return post
-
-
-async def _post(obj: dict[str, Any], kind: str, reason: str, message: str) -> None:
-    try:
-        await client.post_event(SETTINGS.namespace, obj, kind, reason, message)
-    except Exception as error:  # An Event lost is logged, never fatal.
-        logging.getLogger(__name__).warning("could not post Event %s: %s", reason, error)
-
-
-def _writer(body: kopf.Body, name: str, generation: int, status: kopf.Status) -> StatusWriter:
-    current = {k: v for k, v in dict(status).items() if k != "kopf"}
-    return StatusWriter(name, generation, current, _poster(body))
+@kopf.on.cleanup()
+async def shut_down(memo: kopf.Memo, logger: kopf.Logger, **_: Any) -> None:
+    state = memo.get("criops")
+    if state is None:
+        return
+    state.reconciler.close()
+    state.api_threads.shutdown(wait=False, cancel_futures=True)
+    logger.info("playbook and API thread pools shut")
 
 
 @kopf.on.resume(GROUP, VERSION, PLURAL)
@@ -106,52 +118,27 @@ async def reconcile(
     meta: kopf.Meta,
     name: str,
     uid: str,
+    memo: kopf.Memo,
     logger: kopf.Logger,
     **_: Any,
 ) -> None:
     """Provision (when asked), validate, label: once per generation."""
+    state = state_of(memo)
     generation = int(meta["generation"])
-    async with LOCKS[uid]:
-        writer = _writer(body, name, generation, status)
-        if FINISHED_GENERATIONS.get(uid) == generation or validated_generation(writer.status) == generation:
+    async with state.locks[uid]:
+        writer = state.writer(body, name, generation, status)
+        if state.finished_generations.get(uid) == generation or validated_generation(writer.status) == generation:
             logger.info("generation %s already validated: nothing to do", generation)
-            FINISHED_GENERATIONS[uid] = generation
+            state.finished_generations[uid] = generation
             return
         try:
-            target = resolve(dict(spec), ROLE_VARIABLES)
-        except SpecError as error:
-            # Refused before anything touches the node; the next spec change is looked at again.
-            _poster(body)("Warning", Reason.INVALID_SPEC, str(error))
-            await writer.write(
-                ("Validated", "False", Reason.INVALID_SPEC, str(error)),
-                ("Ready", "False", Reason.INVALID_SPEC, str(error)),
-                observedGeneration=generation,
-            )
-            await RECONCILER.mark_unvalidated(spec, str(error))
-            FINISHED_GENERATIONS[uid] = generation
-            return
-        try:
-            if spec.get("suspend"):
-                await RECONCILER.suspend(writer, target)
-                FINISHED_GENERATIONS[uid] = generation
-                return
-            await RECONCILER.ensure_runtime_class(writer, target)
-            if writer.phase() != "Ready":
-                # Not proven yet: say so on the Node (validated=false, the taint if asked for).
-                await RECONCILER.report_verdict(writer, target, False, Reason.NOT_VALIDATED, "validation pending")
-            await RECONCILER.require_drained(target)
-            if not target.provision or await RECONCILER.provision(writer, name, target):
-                await RECONCILER.validate(writer, name, target)
+            await state.reconciler.reconcile(writer, dict(spec))
         except TransientError as error:
-            _poster(body)("Warning", error.reason, str(error))
-            await writer.write(
-                ("Validated", "False", error.reason, str(error)), ("Ready", "False", error.reason, str(error))
-            )
-            raise kopf.TemporaryError(str(error), delay=SETTINGS.retry_delay) from None
-        FINISHED_GENERATIONS[uid] = generation
+            raise kopf.TemporaryError(str(error), delay=state.settings.retry_delay) from None
+        state.finished_generations[uid] = generation
 
 
-@kopf.timer(GROUP, VERSION, PLURAL, interval=SETTINGS.probe_tick, initial_delay=SETTINGS.probe_tick)
+@kopf.timer(GROUP, VERSION, PLURAL, interval=PROBE_TICK, initial_delay=PROBE_TICK)
 async def probe(
     body: kopf.Body,
     spec: kopf.Spec,
@@ -159,49 +146,39 @@ async def probe(
     meta: kopf.Meta,
     name: str,
     uid: str,
+    memo: kopf.Memo,
     logger: kopf.Logger,
     **_: Any,
 ) -> None:
     """The light probe (CRI Version/Status + smoke pod) once per spec.validation.interval."""
-    lock = LOCKS[uid]
+    state = state_of(memo)
+    lock = state.locks[uid]
     if lock.locked() or spec.get("suspend"):
         return
     generation = int(meta["generation"])
     try:
-        target = resolve(dict(spec), ROLE_VARIABLES)
+        target = state.reconciler.check(dict(spec))
     except SpecError:
         return  # reported by the spec handler
     if not probe_due(dict(status), generation, target.validation.interval_seconds, datetime.now(UTC)):
         return
     async with lock:
-        writer = _writer(body, name, generation, status)
         try:
-            await RECONCILER.validate(writer, name, target, timer=True)
+            await state.reconciler.probe(state.writer(body, name, generation, status), target)
         except TransientError as error:
             logger.warning("probe of %s postponed: %s", name, error)
 
 
 @kopf.on.delete(GROUP, VERSION, PLURAL)
-async def delete(body: kopf.Body, spec: kopf.Spec, name: str, uid: str, logger: kopf.Logger, **_: Any) -> None:
+async def delete(spec: kopf.Spec, name: str, uid: str, memo: kopf.Memo, **_: Any) -> None:
     """Take exactly criops' labels, condition and taint off the Node; nothing else."""
-    node, runtime = spec.get("nodeName"), spec.get("runtime")
-    async with LOCKS[uid]:
-        if isinstance(node, str) and node:
-            found = await nodes.cleanup(node)
-            logger.info("Node %s %s", node, "cleaned up" if found else "is gone: nothing to clean up")
-        desired = runtimeclass.desired(str(runtime))
-        if desired is not None:
-            others = await client.list_runtime_nodes()
-            if not runtimeclass.still_needed(str(runtime), others, name):
-                removed = await client.delete_runtime_class(desired["metadata"]["name"])
-                logger.info(
-                    "RuntimeClass %s removed with the last RuntimeNode: %s", desired["metadata"]["name"], removed
-                )
-    LOCKS.pop(uid, None)
-    FINISHED_GENERATIONS.pop(uid, None)
+    state = state_of(memo)
+    async with state.locks[uid]:
+        await state.reconciler.cleanup(name, dict(spec))
+    state.forget(uid)
 
 
 @kopf.on.probe(id="runs")
-def active_runs(**_: Any) -> int:
+def active_runs(memo: kopf.Memo, **_: Any) -> int:
     """Playbook slots in use, for the liveness endpoint's report."""
-    return RECONCILER.pool.active
+    return state_of(memo).reconciler.active_runs

@@ -1,35 +1,31 @@
-"""What the operator does for one RuntimeNode: provision, validate or probe, label, report.
+"""What the operator does for one RuntimeNode, split where its jobs part:
 
-kopf's handlers (handlers.py) call into here; status is written as each step
-starts and ends, so `kubectl get rn` shows Provisioning/Validating while a long
-run goes on, and an operator that restarts finds the truth in the object.
+- ``Provisioner``: site.yml on the node, when the spec asks for it;
+- ``Validator``: validate.yml — critest once per generation, the light probe on the timer —
+  and the verdict drawn from its reports;
+- ``report.VerdictReporter``: the verdict on the Node and in the status;
+- ``Reconciler``: the order of those steps for a spec, and the cleanup when a RuntimeNode goes.
+
+kopf's handlers (criops.handlers) only gather what kopf gives them and call in here.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
-from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 
-from kubernetes.client.exceptions import ApiException
-
+from . import contract
 from .ansible_run import PlaybookPool, RunResult
-from .core import conditions as cond
 from .core import runtimeclass
 from .core import status as st
 from .core.runtimes import CATALOG
-from .core.spec import NAME, CheckedSpec, kubelet_speaks_only_v1, validate_vars
+from .core.spec import CheckedSpec, SpecError, kubelet_speaks_only_v1, resolve
 from .core.verdicts import Reason
 from .kube import client, nodes
+from .report import StatusWriter, VerdictReporter, now
 from .settings import Settings
 
 log = logging.getLogger(__name__)
-
-
-def now() -> str:
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 class TransientError(Exception):
@@ -40,193 +36,44 @@ class TransientError(Exception):
         self.reason = reason
 
 
-@dataclass
-class StatusWriter:
-    """The RuntimeNode's status as criops last wrote it; every change goes to the API at once."""
+class NodePlaybooks:
+    """Runs a playbook on one RuntimeNode's node, with the SSH key its spec names."""
 
-    name: str
-    generation: int
-    status: dict[str, Any]
-    post: Callable[[str, str, str], None]
-    # Set once the endpoint is known to speak only CRI v1alpha2 under a current kubelet.
-    unsupported: bool = False
-
-    @property
-    def conditions(self) -> list[dict[str, Any]]:
-        return list(self.status.get("conditions") or [])
-
-    def phase(self) -> str:
-        return self.status.get("phase", "Pending")
-
-    async def write(self, *updates: tuple[str, str, str, str], **fields: Any) -> None:
-        """Set conditions (type, status, reason, message) and fields; derive the phase; patch."""
-        conditions = self.conditions
-        stamp = now()
-        for type_, state, reason, message in updates:
-            conditions = cond.set_condition(conditions, type_, state, reason, message, self.generation, stamp)  # type: ignore[arg-type]
-        before = self.phase()
-        after = st.phase(conditions, unsupported=self.unsupported)
-        patch: dict[str, Any] = {"conditions": conditions, "phase": after, **fields}
-        await client.patch_status(self.name, patch)
-        self.status.update(patch)
-        if after != before:
-            kind = "Normal" if after in ("Ready", "Provisioning", "Validating", "Pending") else "Warning"
-            self.post(kind, after, f"{before} -> {after}: {_phase_message(after, conditions)}")
-
-
-def _phase_message(phase: str, conditions: list[dict[str, Any]]) -> str:
-    """The message of the condition that decided the phase."""
-    driver = {"Provisioning": "Provisioned", "Validating": "Validated"}.get(phase)
-    if driver is None and phase in ("Failed", "Degraded", "Unsupported"):
-        driver = next((c["type"] for c in conditions if c.get("status") == "False"), None)
-    found = cond.find(conditions, driver or "Ready") or {}  # type: ignore[arg-type]
-    return found.get("message") or phase
-
-
-class Reconciler:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.pool = PlaybookPool(settings)
 
-    async def _ssh_key(self, target: CheckedSpec) -> str | None:
-        if target.access.connection != "ssh":
-            return None
-        try:
-            return await client.ssh_key(self.settings.namespace, target.access.secret)
-        except client.SecretError as error:
-            raise TransientError(str(error)) from None
-
-    async def _run(
-        self,
-        name: str,
-        playbook: str,
-        target: CheckedSpec,
-        extravars: dict[str, Any],
-        timeout: int,
-        meta: dict[str, Any],
+    async def run(
+        self, name: str, playbook: str, target: CheckedSpec, extravars: dict[str, Any], timeout: int, **meta: Any
     ) -> RunResult:
-        key = await self._ssh_key(target)
+        key = None
+        if target.access.connection == "ssh":
+            try:
+                key = await client.ssh_key(self.settings.namespace, target.access.secret)
+            except client.SecretError as error:
+                raise TransientError(str(error)) from None
         return await self.pool.run(name, playbook, target, extravars, timeout, ssh_key=key, meta=meta)
 
-    async def report_verdict(
-        self,
-        writer: StatusWriter,
-        target: CheckedSpec,
-        validated: bool,
-        reason: str,
-        message: str,
-        *conditions: tuple[str, str, str, str],
-        **fields: Any,
-    ) -> bool:
-        """Node labels/condition/taint for the verdict, then one status write: `conditions`,
-        NodeLabeled, Ready and `fields` together (observedGeneration last of all). True when Ready."""
-        try:
-            result = await nodes.apply(
-                target.node,
-                target.runtime,
-                validated,
-                reason,
-                message,
-                target.labels,
-                target.taint_until_validated,
-                now(),
-            )
-        except ApiException as error:
-            if not client.permanent(error):
-                raise
-            # The same patch would be refused again: say why and stop, rather
-            # than have kopf retry the handler (and critest) forever.
-            refused = f"the API server refused to update Node {target.node}: {client.server_message(error)}"
-            await writer.write(
-                *conditions,
-                ("NodeLabeled", "False", Reason.NODE_UPDATE_REFUSED, refused),
-                ("Ready", "False", Reason.NODE_UPDATE_REFUSED, refused),
-                **fields,
-            )
-            return False
-        if not result.found:
-            await writer.write(
-                *conditions,
-                ("NodeLabeled", "False", Reason.NODE_NOT_FOUND, f"Node {target.node} does not exist"),
-                ("Ready", "False", Reason.NODE_NOT_FOUND, f"Node {target.node} does not exist"),
-                **fields,
-            )
-            return False
-        shown = ", ".join(
-            f"{k}={v}"
-            for k, v in sorted(nodes.node_labels.desired_labels(target.runtime, validated, target.labels).items())
-        )
-        labeled = ("NodeLabeled", "True", Reason.LABELED, f"Node {target.node}: {shown}")
-        if result.conflicts:
-            labeled = (
-                "NodeLabeled",
-                "False",
-                Reason.LABEL_CONFLICT,
-                f"labels set by someone else left alone: {', '.join(result.conflicts)}",
-            )
-        if result.ownership_error:
-            labeled = ("NodeLabeled", "False", Reason.OWNED_LABELS_UNREADABLE, result.ownership_error)
-            # One Event when it appears; the condition carries it from then on.
-            previous = cond.find(writer.conditions, "NodeLabeled") or {}
-            if previous.get("reason") != Reason.OWNED_LABELS_UNREADABLE:
-                writer.post("Warning", Reason.OWNED_LABELS_UNREADABLE, result.ownership_error)
-        ready_ok = validated and labeled[1] == "True"
-        ready = ("Ready", "True", Reason.PROVEN, message) if ready_ok else ("Ready", "False", reason, message)
-        await writer.write(*conditions, labeled, ready, **fields)
-        return ready_ok
 
-    async def require_drained(self, target: CheckedSpec) -> None:
-        """Refuse (for now) a spec change that would run critest on a live Node."""
-        if target.validation.critest:
-            blocker = st.critest_blocker(await client.read_node(target.node))
-            if blocker:
-                raise TransientError(blocker, reason=Reason.NODE_NOT_DRAINED)
-
-    async def ensure_runtime_class(self, writer: StatusWriter, target: CheckedSpec) -> None:
-        """The runtime's RuntimeClass (kata), selecting only Nodes where criops proved the handler."""
-        body = runtimeclass.desired(target.runtime)
-        if body is not None and await client.apply_runtime_class(body):
-            writer.post("Normal", "RuntimeClass", f"RuntimeClass {body['metadata']['name']} applied")
-
-    async def mark_unvalidated(self, spec: dict[str, Any], message: str) -> None:
-        """An unusable spec: criops no longer vouches for the Node (validated=false), if it can name it."""
-        node, runtime = spec.get("nodeName"), spec.get("runtime")
-        if not (isinstance(node, str) and NAME.match(node) and isinstance(runtime, str) and runtime in CATALOG):
-            return
-        try:
-            result = await nodes.apply(node, runtime, False, Reason.INVALID_SPEC, message, {}, False, now())
-            if result.ownership_error:
-                log.warning("%s", result.ownership_error)
-        except ApiException as error:
-            if not client.permanent(error):
-                raise
-            # The spec is already reported invalid; the Node's refusal adds nothing to retry for.
-            log.warning("Node %s refused validated=false: %s", node, client.server_message(error))
-
-    async def suspend(self, writer: StatusWriter, target: CheckedSpec) -> None:
-        await self.report_verdict(
-            writer,
-            target,
-            False,
-            Reason.SUSPENDED,
-            "validation suspended",
-            ("Validated", "Unknown", Reason.SUSPENDED, "spec.suspend is true: criops does not validate"),
-            observedGeneration=writer.generation,
-        )
+class Provisioner:
+    def __init__(self, playbooks: NodePlaybooks, reporter: VerdictReporter) -> None:
+        self.playbooks = playbooks
+        self.reporter = reporter
 
     async def provision(self, writer: StatusWriter, name: str, target: CheckedSpec) -> bool:
+        """site.yml with the spec's extra variables; True when it converged."""
         await writer.write(("Provisioned", "Unknown", Reason.RUNNING, f"site.yml on {target.node}"))
-        result = await self._run(
+        result = await self.playbooks.run(
             name,
-            "site.yml",
+            contract.SITE_PLAYBOOK,
             target,
             target.provision_vars,
-            self.settings.provision_timeout,
-            {"generation": writer.generation},
+            self.playbooks.settings.provision_timeout,
+            generation=writer.generation,
         )
         if not result.ok:
             failed = ("Provisioned", "False", Reason.PLAYBOOK_FAILED, result.reason())
-            await self.report_verdict(
+            await self.reporter.report(
                 writer,
                 target,
                 False,
@@ -243,47 +90,54 @@ class Reconciler:
         )
         return True
 
+
+class Validator:
+    def __init__(self, playbooks: NodePlaybooks, reporter: VerdictReporter) -> None:
+        self.playbooks = playbooks
+        self.reporter = reporter
+
+    @staticmethod
+    async def require_drained(target: CheckedSpec) -> None:
+        """Refuse (for now) a spec change that would run critest on a live Node."""
+        if target.validation.critest:
+            blocker = st.critest_blocker(await client.read_node(target.node))
+            if blocker:
+                raise TransientError(blocker, reason=Reason.NODE_NOT_DRAINED)
+
     async def validate(self, writer: StatusWriter, name: str, target: CheckedSpec, timer: bool = False) -> None:
-        """Run validate.yml (critest, or the light probe on the timer), then write verdict, Node and Ready."""
+        """Run validate.yml (critest, or the light probe on the timer), then report the verdict."""
         critest = target.validation.critest and not timer
-        what = "critest" if critest else "probe"
         if not timer:
             await writer.write(("Validated", "Unknown", Reason.RUNNING, f"validate.yml with critest on {target.node}"))
-        variables = validate_vars(target, critest, failures_listed=100000)
-        timeout = target.validation.timeout_seconds + 600
-        result = await self._run(
-            name, "validate.yml", target, variables, timeout, {"generation": writer.generation, "critest": critest}
+        variables = contract.validate_vars(target, critest, failures_listed=100000)
+        result = await self.playbooks.run(
+            name,
+            contract.VALIDATE_PLAYBOOK,
+            target,
+            variables,
+            target.validation.timeout_seconds + 600,
+            generation=writer.generation,
+            critest=critest,
         )
-        stamp = now()
         fields: dict[str, Any] = {"observedGeneration": writer.generation}
-        fields["lastValidated" if critest else "lastProbed"] = stamp
-        probe = result.report(target.node, "probe.json") or {}
+        fields["lastValidated" if critest else "lastProbed"] = now()
+        probe = contract.probe_report(result.report_dir, target.node) or {}
         if probe.get("runtime", {}).get("name"):
             fields["runtime"] = probe["runtime"]
-        if probe.get("criV1") is False and probe.get("reachable") and CATALOG[target.runtime].cri_api == "v1alpha2":
-            node = await client.read_node(target.node) or {}
-            kubelet = node.get("status", {}).get("nodeInfo", {}).get("kubeletVersion", "")
-            if kubelet_speaks_only_v1(kubelet):
-                message = f"{target.endpoint} speaks only CRI v1alpha2; kubelet {kubelet or '(unknown)'} needs CRI v1"
-                fields["runtime"] = {"name": target.runtime, "criApiVersion": "v1alpha2"}
-                writer.unsupported = True
-                verdict = ("Validated", "False", Reason.CRI_V1ALPHA2_ONLY, message)
-                await self.report_verdict(writer, target, False, Reason.CRI_V1ALPHA2_ONLY, message, verdict, **fields)
-                return
+        if await self._unsupported(writer, target, probe, fields):
+            return
         if not result.ok:
             reason = Reason.PROBE_FAILED if timer else Reason.VALIDATION_FAILED
-            message = f"{what} stopped at {result.reason()}"
-            verdict = ("Validated", "False", reason, message)
-            await self.report_verdict(writer, target, False, reason, message, verdict, **fields)
+            message = f"{'critest' if critest else 'probe'} stopped at {result.reason()}"
+            await self._verdict(writer, target, False, reason, message, fields)
             return
         if critest:
-            summary = result.report(target.node, target.handler or "default", "summary.json")
+            summary = contract.critest_summary(result.report_dir, target.node, target.handler)
             if summary is None:
                 message = f"validate.yml succeeded but wrote no critest summary under {result.report_dir}"
-                verdict = ("Validated", "False", Reason.NO_REPORT, message)
-                await self.report_verdict(writer, target, False, Reason.NO_REPORT, message, verdict, **fields)
+                await self._verdict(writer, target, False, Reason.NO_REPORT, message, fields)
                 return
-            fields["critest"] = st.critest_status(summary, self.settings.failures_listed)
+            fields["critest"] = st.critest_status(summary, self.playbooks.settings.failures_listed)
             proven, reason, message = st.validation_verdict(summary, list(target.validation.expected_failures))
         else:
             proven, reason = True, Reason.PROBE_PASSED
@@ -292,5 +146,103 @@ class Reconciler:
             if timer and target.validation.critest and critest_result:
                 # The probe confirms that this generation's critest verdict still holds.
                 reason, message = Reason.CRITEST_PASSED, f"{message}; critest {critest_result}"
+        await self._verdict(writer, target, proven, reason, message, fields)
+
+    async def _unsupported(
+        self, writer: StatusWriter, target: CheckedSpec, probe: dict[str, Any], fields: dict[str, Any]
+    ) -> bool:
+        """A v1alpha2-only runtime under a kubelet that speaks only CRI v1: reported Unsupported."""
+        if not (probe.get("criV1") is False and probe.get("reachable")):
+            return False
+        if CATALOG[target.runtime].cri_api != "v1alpha2":
+            return False
+        node = await client.read_node(target.node) or {}
+        kubelet = node.get("status", {}).get("nodeInfo", {}).get("kubeletVersion", "")
+        if not kubelet_speaks_only_v1(kubelet):
+            return False
+        message = f"{target.endpoint} speaks only CRI v1alpha2; kubelet {kubelet or '(unknown)'} needs CRI v1"
+        fields["runtime"] = {"name": target.runtime, "criApiVersion": "v1alpha2"}
+        writer.unsupported = True
+        await self._verdict(writer, target, False, Reason.CRI_V1ALPHA2_ONLY, message, fields)
+        return True
+
+    async def _verdict(
+        self, writer: StatusWriter, target: CheckedSpec, proven: bool, reason: str, message: str, fields: dict[str, Any]
+    ) -> None:
         verdict = ("Validated", "True" if proven else "False", reason, message)
-        await self.report_verdict(writer, target, proven, reason, message, verdict, **fields)
+        await self.reporter.report(writer, target, proven, reason, message, verdict, **fields)
+
+
+class Reconciler:
+    """The steps for one RuntimeNode, in order; one instance per operator process."""
+
+    def __init__(self, settings: Settings, role_variables: dict[str, frozenset[str]]) -> None:
+        self.settings = settings
+        # What spec.provision.extraVars may set: the roles' argument specs.
+        self.role_variables = role_variables
+        self.playbooks = NodePlaybooks(settings)
+        self.reporter = VerdictReporter()
+        self.provisioner = Provisioner(self.playbooks, self.reporter)
+        self.validator = Validator(self.playbooks, self.reporter)
+
+    @property
+    def active_runs(self) -> int:
+        return self.playbooks.pool.active
+
+    def close(self) -> None:
+        """Stop taking playbook runs (the operator is shutting down)."""
+        self.playbooks.pool.close()
+
+    def check(self, spec: dict[str, Any]) -> CheckedSpec:
+        """The spec checked field by field (raises core.spec.SpecError)."""
+        return resolve(spec, self.role_variables)
+
+    async def reconcile(self, writer: StatusWriter, spec: dict[str, Any]) -> None:
+        """Provision (when asked), validate, label. Raises TransientError when something
+        outside the spec is missing; the status says what, the caller retries later."""
+        try:
+            target = self.check(spec)
+        except SpecError as error:
+            # Refused before anything touches the node; the next spec change is looked at again.
+            await self.reporter.invalid_spec(writer, spec, str(error))
+            return
+        try:
+            if spec.get("suspend"):
+                await self.reporter.suspended(writer, target)
+                return
+            await self.ensure_runtime_class(writer, target)
+            if writer.phase() != "Ready":
+                await self.reporter.pending(writer, target)
+            await self.validator.require_drained(target)
+            if not target.provision or await self.provisioner.provision(writer, writer.name, target):
+                await self.validator.validate(writer, writer.name, target)
+        except TransientError as error:
+            writer.post("Warning", error.reason, str(error))
+            await writer.write(
+                ("Validated", "False", error.reason, str(error)), ("Ready", "False", error.reason, str(error))
+            )
+            raise
+
+    async def probe(self, writer: StatusWriter, target: CheckedSpec) -> None:
+        """The light probe (CRI Version/Status + smoke pod) on the timer."""
+        await self.validator.validate(writer, writer.name, target, timer=True)
+
+    async def ensure_runtime_class(self, writer: StatusWriter, target: CheckedSpec) -> None:
+        """The runtime's RuntimeClass (kata), selecting only Nodes where criops proved the handler."""
+        body = runtimeclass.desired(target.runtime)
+        if body is not None and await client.apply_runtime_class(body):
+            writer.post("Normal", "RuntimeClass", f"RuntimeClass {body['metadata']['name']} applied")
+
+    async def cleanup(self, name: str, spec: dict[str, Any]) -> None:
+        """A RuntimeNode is going: take exactly criops' labels, condition and taint off its
+        Node, and its RuntimeClass with the last RuntimeNode that needs it; nothing else."""
+        node, runtime = spec.get("nodeName"), spec.get("runtime")
+        if isinstance(node, str) and node:
+            found = await nodes.cleanup(node)
+            log.info("Node %s %s", node, "cleaned up" if found else "is gone: nothing to clean up")
+        desired = runtimeclass.desired(str(runtime))
+        if desired is None:
+            return
+        if not runtimeclass.still_needed(str(runtime), await client.list_runtime_nodes(), name):
+            removed = await client.delete_runtime_class(desired["metadata"]["name"])
+            log.info("RuntimeClass %s removed with the last RuntimeNode: %s", desired["metadata"]["name"], removed)

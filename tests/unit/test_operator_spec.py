@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 from criops import role_variables
-from criops.ansible_run import inventory
+from criops.contract import failures, inventory, validate_vars
 from criops.core import conditions, runtimeclass
-from criops.core.spec import SpecError, kubelet_speaks_only_v1, parse_duration, resolve, validate_vars
+from criops.core.spec import SpecError, kubelet_speaks_only_v1, parse_duration, resolve
 from criops.core.verdicts import probe_due, validated_generation
 
 ROLE_VARIABLES = role_variables.load(Path(__file__).resolve().parents[2])
@@ -248,22 +248,33 @@ def test_the_runtime_class_goes_with_the_last_runtime_node_that_needs_it():
 
 
 def test_a_failed_run_is_explained_by_its_first_failed_task_in_its_own_words():
-    from types import SimpleNamespace
-
-    from criops.ansible_run import _failures
-
     loop = {"msg": "One or more items failed", "results": [
         {"failed": False, "msg": ""},
         {"failed": True, "msg": "[Errno 2] No such file or directory: b'/opt/kata/bin/kata-runtime'"},
     ]}  # fmt: skip
     command = {"msg": "non-zero return code", "stderr": "E1126 ...\nfailed to start shim: not found\n"}
-    runner = SimpleNamespace(events=[
+    events = [
         {"event": "runner_on_ok", "event_data": {"task": "fine", "res": {}}},
         {"event": "runner_on_failed", "event_data": {"task": "ignored", "ignore_errors": True, "res": {"msg": "x"}}},
         {"event": "runner_on_failed", "event_data": {"task": "Run the handler's own checks (kata)", "res": loop}},
         {"event": "runner_on_failed", "event_data": {"task": "Run the pod sandbox", "res": command}},
-    ])  # fmt: skip
-    assert _failures(runner) == [
+    ]  # fmt: skip
+    assert failures(events) == [
         "Run the handler's own checks (kata): [Errno 2] No such file or directory: b'/opt/kata/bin/kata-runtime'",
         "Run the pod sandbox: failed to start shim: not found",
     ]
+
+
+def test_reports_are_read_where_cri_validate_writes_them_and_absent_or_broken_ones_are_none(tmp_path):
+    from criops.contract import critest_summary, probe_report
+
+    (tmp_path / "worker-1" / "default").mkdir(parents=True)
+    (tmp_path / "worker-1" / "kata").mkdir()
+    (tmp_path / "worker-1" / "probe.json").write_text('{"reachable": true, "criV1": true}')
+    (tmp_path / "worker-1" / "default" / "summary.json").write_text('{"total": 3}')
+    (tmp_path / "worker-1" / "kata" / "summary.json").write_text('{"total": ')
+    assert probe_report(tmp_path, "worker-1") == {"reachable": True, "criV1": True}
+    assert critest_summary(tmp_path, "worker-1", "") == {"total": 3}
+    assert critest_summary(tmp_path, "worker-1", "kata") is None  # cut short: not a report
+    assert critest_summary(tmp_path, "worker-1", "crun") is None
+    assert probe_report(tmp_path, "worker-2") is None

@@ -249,31 +249,6 @@ def resolve(spec: dict[str, Any], role_variables: Mapping[str, frozenset[str]] |
     )
 
 
-def validate_vars(target: CheckedSpec, critest: bool, failures_listed: int) -> dict[str, Any]:
-    """Extra variables for playbooks/validate.yml on this node (passed as JSON, never through a shell).
-
-    The report directory is the run's own: ansible_run adds it.
-    """
-    variables: dict[str, Any] = {
-        "criops_validate_hosts": target.node,
-        "cri_validate_endpoint": target.endpoint,
-        "cri_validate_handlers": [target.handler],
-        "cri_validate_critest_enabled": critest,
-        "cri_validate_critest_focus": list(target.validation.focus),
-        "cri_validate_critest_skip": list(target.validation.skip),
-        "cri_validate_critest_parallel": target.validation.parallel,
-        "cri_validate_critest_timeout": target.validation.timeout_seconds,
-        # Every failed name, so expectedFailures can be matched exactly.
-        "cri_validate_failures_listed": failures_listed,
-    }
-    checks = CATALOG[target.runtime].handler_checks
-    if checks:
-        variables["cri_validate_handler_checks"] = {target.handler: [list(argv) for argv in checks]}
-    if target.validation.test_images:
-        variables["cri_validate_test_images_override"] = dict(target.validation.test_images)
-    return variables
-
-
 def kubelet_speaks_only_v1(kubelet_version: str) -> bool:
     """kubelet 1.26 dropped CRI v1alpha2: True for such a kubelet (e.g. v1.37.2)."""
     match = re.match(r"^v?(\d+)\.(\d+)", kubelet_version or "")

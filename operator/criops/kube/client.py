@@ -18,9 +18,9 @@ import urllib3
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
+from ..api import API_VERSION, GROUP, PLURAL, VERSION
 from ..core import runtimeclass
 
-GROUP, VERSION, PLURAL = "criops.dev", "v1alpha1", "runtimenodes"
 MERGE_PATCH = "application/merge-patch+json"
 STRATEGIC_MERGE_PATCH = "application/strategic-merge-patch+json"
 REQUEST_TIMEOUT = (10, 60)  # connect, read (seconds)
@@ -152,7 +152,7 @@ async def post_event(namespace: str, obj: dict[str, Any], kind: str, reason: str
     event = {
         "metadata": {"generateName": f"{meta.get('name', 'runtimenode')}.", "namespace": namespace},
         "involvedObject": {
-            "apiVersion": f"{GROUP}/{VERSION}",
+            "apiVersion": API_VERSION,
             "kind": "RuntimeNode",
             # The API server wants the Event's namespace here, even for cluster-scoped objects.
             "namespace": namespace,

@@ -1,0 +1,150 @@
+"""The contract between the operator and criops' playbooks, stated once.
+
+The operator runs two playbooks of the checkout it carries (Settings.project_dir),
+through ansible-runner (criops.ansible_run), one node per run:
+
+``site.yml`` (provisioning, when spec.provision.enabled)
+    Extra variables: spec.provision.extraVars, as given (core.spec checked every
+    key against the argument specs of the roles the runtime's row in
+    core.runtimes lists). Nothing else: versions, mirrors and sources come from
+    the inventory's group_vars (Settings.group_vars_dir).
+
+``validate.yml`` (critest, or the light probe on the timer)
+    Extra variables: ``validate_vars`` below — the node to limit the play to,
+    the CRI endpoint and handler, whether critest runs and with which focus,
+    skip, parallelism and timeout, the handler checks of the runtime's catalog
+    row, image overrides, and ``cri_validate_report_dir`` (the run's own report
+    directory, added by ansible_run).
+
+Inventory (``inventory`` below)
+    One host, named like its Node, in its runtime's group; that group is a
+    child of ``cri_nodes`` (core.runtimes.CRI_NODES_GROUP), directly or through
+    the row's parent group (kata under containerd), so the shared roles'
+    group_vars apply. SSH hosts get ansible_host/port/user and the run's key
+    file; ``connection: local`` hosts use the controller's Python.
+
+Reports (written by roles/cri_validate on the controller; see its README.md)
+    ``<report dir>/<node>/probe.json``: what the endpoint answered —
+    ``reachable``, ``criV1``, ``runtime`` (name, version, criApiVersion).
+    ``<report dir>/<node>/<handler or "default">/summary.json``: critest's
+    JUnit report summarised — version, handler, total, passed, failed, skipped,
+    durationSeconds, finishedAt, groups, failures (names, at most
+    cri_validate_failures_listed) and failuresOmitted.
+    core.status turns a summary into status.critest (``critest_status``) and
+    the Validated verdict (``validation_verdict``).
+
+Failures
+    A run that fails is described by its first failed or unreachable task, as
+    ``<task name>: <message>`` (``failures`` below): the message of a loop's
+    first failed item, and a command's last line of stderr rather than
+    Ansible's "non-zero return code".
+
+Every string in the extra variables and the inventory is marked unsafe
+(core.untrusted) before it is written: the playbooks receive RuntimeNode
+values as data, never as templates.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from .core.runtimes import CATALOG, CRI_NODES_GROUP
+from .core.spec import CheckedSpec
+from .core.untrusted import mark_unsafe
+
+SITE_PLAYBOOK = "site.yml"
+VALIDATE_PLAYBOOK = "validate.yml"
+# The extra variable that tells cri_validate where the controller keeps this run's reports.
+REPORT_DIR_VARIABLE = "cri_validate_report_dir"
+PROBE_REPORT = "probe.json"
+CRITEST_SUMMARY = "summary.json"
+# The report folder of a run without a runtime handler (the runtime's default).
+DEFAULT_HANDLER_DIR = "default"
+
+
+def inventory(target: CheckedSpec, key_file: Path | None) -> dict[str, Any]:
+    """A one-node inventory: the node in its runtime's group under cri_nodes, reached as spec.access says.
+
+    Every value from the spec is marked unsafe; the host name itself is a Node
+    name (DNS subdomain syntax, checked), which cannot hold template syntax.
+    """
+    host: dict[str, Any] = mark_unsafe(
+        {"ansible_connection": target.access.connection, "ansible_user": target.access.user}
+    )
+    if target.access.connection == "ssh":
+        host.update(mark_unsafe({"ansible_host": target.access.host}), ansible_port=target.access.port)
+        if key_file is not None:
+            host["ansible_ssh_private_key_file"] = mark_unsafe(str(key_file))
+    else:
+        # criops' own template, not the spec's: the controller's Python runs local tasks.
+        host["ansible_python_interpreter"] = "{{ ansible_playbook_python }}"
+    group: dict[str, Any] = {target.group: {"hosts": {target.node: host}}}
+    if target.parent_group:
+        group = {target.parent_group: {"children": group}}
+    return {"all": {"children": {CRI_NODES_GROUP: {"children": group}}}}
+
+
+def validate_vars(target: CheckedSpec, critest: bool, failures_listed: int) -> dict[str, Any]:
+    """Extra variables for validate.yml on this node (passed as a JSON file, never through a shell).
+
+    The report directory is the run's own: ansible_run adds it.
+    """
+    variables: dict[str, Any] = {
+        "criops_validate_hosts": target.node,
+        "cri_validate_endpoint": target.endpoint,
+        "cri_validate_handlers": [target.handler],
+        "cri_validate_critest_enabled": critest,
+        "cri_validate_critest_focus": list(target.validation.focus),
+        "cri_validate_critest_skip": list(target.validation.skip),
+        "cri_validate_critest_parallel": target.validation.parallel,
+        "cri_validate_critest_timeout": target.validation.timeout_seconds,
+        # Every failed name, so expectedFailures can be matched exactly.
+        "cri_validate_failures_listed": failures_listed,
+    }
+    checks = CATALOG[target.runtime].handler_checks
+    if checks:
+        variables["cri_validate_handler_checks"] = {target.handler: [list(argv) for argv in checks]}
+    if target.validation.test_images:
+        variables["cri_validate_test_images_override"] = dict(target.validation.test_images)
+    return variables
+
+
+def _read_json(path: Path) -> dict[str, Any] | None:
+    try:
+        found = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return found if isinstance(found, dict) else None
+
+
+def probe_report(report_dir: Path, node: str) -> dict[str, Any] | None:
+    """probe.json of a validate.yml run, or None when the run wrote none."""
+    return _read_json(report_dir / node / PROBE_REPORT)
+
+
+def critest_summary(report_dir: Path, node: str, handler: str) -> dict[str, Any] | None:
+    """summary.json of the critest run for `handler` ("" for the runtime's default), or None."""
+    return _read_json(report_dir / node / (handler or DEFAULT_HANDLER_DIR) / CRITEST_SUMMARY)
+
+
+def failures(events: Iterable[dict[str, Any]]) -> list[str]:
+    """Each failed or unreachable task of ansible-runner's events as "<task>: <message>", in order."""
+    found = []
+    for event in events:
+        if event.get("event") not in ("runner_on_failed", "runner_on_unreachable"):
+            continue
+        data = event.get("event_data", {})
+        if data.get("ignore_errors"):
+            continue
+        res = data.get("res", {})
+        # A loop's failure is in its first failed item.
+        res = next((item for item in res.get("results", []) if item.get("failed")), res)
+        message = res.get("msg") or "failed"
+        if res.get("stderr") and message == "non-zero return code":
+            # A command's own words say more than Ansible's summary of them.
+            message = res["stderr"].strip().splitlines()[-1]
+        found.append(f"{data.get('task', '?')}: {str(message).strip()}")
+    return found

@@ -3,12 +3,15 @@
 # nothing by hand: Debian packages, the pinned Python toolchain, Go-built CRI
 # tools and test control plane (etcd, kube-apiserver, kubectl), the test-host
 # images, the local registry with its images, the containerd tarball the
-# air-gapped install path is tested with, and the guest kernel of the Kata
-# host check.
+# air-gapped install path is tested with, the guest kernel of the Kata host
+# check, and the legacy CRI v1alpha2 runtimes built from source archives.
 # Idempotent and cached under $CRIOPS_CACHE: a second run takes seconds.
 . "$(dirname "$0")/lib.sh"
 
 apt_packages=(podman slirp4netns runc debootstrap docker-registry skopeo jq curl bc openssh-client openssl)
+# Build deps of the legacy runtimes built from source (hack/legacy-runtimes.sh).
+apt_packages+=(build-essential patch pkg-config libssl-dev uuid-dev libgpgme-dev libseccomp-dev
+  squashfs-tools cryptsetup-bin)
 
 missing=()
 for pkg in "${apt_packages[@]}"; do
@@ -39,6 +42,17 @@ if [[ ! -f $CRIOPS_CACHE/ssh/id_ed25519 ]]; then
 fi
 
 "$CRIOPS_ROOT/hack/go-tools.sh"
+# Singularity, singularity-cri and the v1alpha2 crictl/critest, from pinned
+# source archives (docs/legacy-builds.md): minutes the first time, niced.
+# The pins are sums of the source mirror's archives (hack/versions.env): with
+# no mirror there is nothing they can be built from, and the tests that need
+# them say so when they skip.
+if [[ -n $(source_mirror) ]]; then
+  legacy_artifacts=$(nice -n 10 "$CRIOPS_ROOT/hack/legacy-runtimes.sh")
+  for artifact in $legacy_artifacts; do log "legacy runtime artifact: $artifact"; done
+else
+  log "no source mirror (CRIOPS_SOURCE_MIRROR, or shared/sources beside the checkout): legacy runtimes not built"
+fi
 "$CRIOPS_ROOT/hack/k8s-tools.sh"
 "$CRIOPS_ROOT/hack/host-images.sh"
 "$CRIOPS_ROOT/hack/test-images.sh"

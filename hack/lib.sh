@@ -35,3 +35,119 @@ module_source() {
 
 # Content hash of the given files: a cache key that changes with a recipe.
 recipe_hash() { cat "$@" | sha256sum | cut -c1-16; }
+
+# The source mirror fetch_source reads pinned archives from, as a base URL:
+# $CRIOPS_SOURCE_MIRROR (file://, http:// or https://; a bare absolute path is
+# taken as file://), else the shared/sources folder beside the checkout when it
+# holds a SHA256SUMS. Empty when there is none: fetch_source then uses the
+# upstream URLs.
+source_mirror() {
+  local local_mirror="$CRIOPS_ROOT/../shared/sources"
+  if [[ -n ${CRIOPS_SOURCE_MIRROR:-} ]]; then
+    case $CRIOPS_SOURCE_MIRROR in
+      /*) echo "file://${CRIOPS_SOURCE_MIRROR%/}" ;;
+      *) echo "${CRIOPS_SOURCE_MIRROR%/}" ;;
+    esac
+  elif [[ -f $local_mirror/SHA256SUMS ]]; then
+    echo "file://$(cd "$local_mirror" && pwd)"
+  fi
+}
+
+# sha256_check FILE SUM NAME: die unless FILE's sha256 is SUM.
+sha256_check() {
+  local actual
+  actual=$(sha256sum "$1" | cut -d' ' -f1)
+  [[ $actual == "$2" ]] ||
+    die "sha256 mismatch for $3 ($1): expected $2, got $actual; refusing to use it"
+}
+
+# fetch_source PIN: the path in $CRIOPS_CACHE/sources of the source archive
+# pinned in hack/versions.env as ${PIN}_ARCHIVE, ${PIN}_SHA256 and ${PIN}_URL.
+# Fetched with curl from the source mirror (else the upstream URL) when not
+# cached; its sha256 is checked on every call, cached or not.
+fetch_source() {
+  local archive_var="${1}_ARCHIVE" sum_var="${1}_SHA256" url_var="${1}_URL"
+  local archive=${!archive_var} sum=${!sum_var} url mirror
+  local dest="$CRIOPS_CACHE/sources/$archive"
+  if [[ ! -s $dest ]]; then
+    mirror=$(source_mirror)
+    url=${mirror:+$mirror/$archive}
+    url=${url:-${!url_var}}
+    log "fetching $archive from $url"
+    mkdir -p "$CRIOPS_CACHE/sources"
+    curl -fsSL --retry 3 -o "$dest.part" "$url" || {
+      rm -f "$dest.part"
+      die "cannot fetch $archive from $url"
+    }
+    # Checked before it enters the cache: a wrong download is never kept.
+    (sha256_check "$dest.part" "$sum" "$archive from $url") || {
+      rm -f "$dest.part"
+      exit 1
+    }
+    mv "$dest.part" "$dest"
+  fi
+  sha256_check "$dest" "$sum" "$archive (cached; delete it to fetch it again)"
+  echo "$dest"
+}
+
+# release_tarball DIR TARBALL EPOCH MEMBER...: a deterministic gzipped tar of
+# the MEMBERs of DIR at TARBALL (sorted, owners 0, every mtime EPOCH, modes as
+# they are, setuid bits included; gzip without a timestamp), with
+# TARBALL.sha256 beside it. Both are renamed into place: a reader never sees
+# half a file.
+release_tarball() {
+  local dir=$1 tarball=$2 epoch=$3
+  shift 3
+  tar -C "$dir" --sort=name --mtime="@$epoch" --owner=0 --group=0 --numeric-owner \
+    --format=gnu -cf - "$@" | gzip -n -9 >"$tarball.tmp"
+  mv "$tarball.tmp" "$tarball"
+  (cd "$(dirname "$tarball")" && sha256sum "$(basename "$tarball")") >"$tarball.sha256.tmp"
+  mv "$tarball.sha256.tmp" "$tarball.sha256"
+}
+
+# unpack_source ARCHIVE DIR [PATCH...]: the archive's one top directory
+# unpacked as DIR, then each PATCH applied in order with `patch -p1`. Sets
+# source_epoch to the archive's first entry's mtime (for `git archive`
+# trees: the tagged commit's time), the mtime release_tarball can stamp.
+source_epoch=
+unpack_source() {
+  local archive=$1 dir=$2 patch stamp
+  shift 2
+  mkdir -p "$dir"
+  tar -C "$dir" --strip-components=1 --no-same-owner -xzf "$archive"
+  stamp=$(TZ=UTC tar --full-time -tvzf "$archive" | awk 'NR == 1 { print $4 " " $5 }')
+  # shellcheck disable=SC2034 # read by the scripts that source this file
+  source_epoch=$(date -u -d "$stamp" +%s)
+  for patch; do
+    patch -d "$dir" -p1 --forward --batch --quiet <"$patch" ||
+      die "patch $(basename "$patch") does not apply to $(basename "$archive")"
+  done
+}
+
+# build_lock NAME: hold an exclusive lock for building NAME until the calling
+# script exits, so two runs never build into the same directory at once.
+build_lock() {
+  mkdir -p "$CRIOPS_CACHE/build"
+  exec {build_lock_fd}>"$CRIOPS_CACHE/build/$1.lock"
+  flock "$build_lock_fd"
+}
+
+# build_is_current NAME KEY FILE...: true when NAME's last build recorded KEY
+# (its recipe hash) and every FILE exists and is not empty. Otherwise NAME's
+# build lock is taken and the check made again (a run that held the lock may
+# have just built it); false means: build now, then record_build NAME KEY.
+build_is_current() {
+  local name=$1 key=$2
+  shift 2
+  _recorded() {
+    [[ $(cat "$CRIOPS_CACHE/$name.recipe" 2>/dev/null) == "$key" ]] || return 1
+    local file
+    for file; do [[ -s $file ]] || return 1; done
+  }
+  _recorded "$@" && return 0
+  build_lock "$name"
+  _recorded "$@"
+}
+
+# record_build NAME KEY: NAME was built from the recipe KEY.
+record_build() { echo "$2" >"$CRIOPS_CACHE/$1.recipe"; }

@@ -21,6 +21,7 @@ lint:
 	$(VENV)/ruff check .
 	$(VENV)/ruff format --check .
 	$(VENV)/ansible-lint --profile production roles playbooks molecule
+	$(VENV)/python hack/check-argument-specs.py
 
 unit:
 	$(VENV)/pytest tests/unit

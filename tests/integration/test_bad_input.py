@@ -100,7 +100,7 @@ CASES = {
             "containerd_tarball_sha256": "{sha256}",
             "containerd_tarball_prefix": "/usr/local\nExecStartPre=/bin/touch /criops-pwned",
         },
-        ["containerd_tarball_prefix an absolute path", "ExecStartPre"],
+        ["containerd_tarball_prefix must be an absolute path", "ExecStartPre"],
     ),
     "cni-subnet-without-prefix": (
         {"cni_plugins_bridge_subnet": "10.85.0.0"},

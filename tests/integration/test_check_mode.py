@@ -8,7 +8,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from criops_world import Node, flat, node_state, play_recap, run_playbook, write_inventory
+from criops_world import ArtifactServer, Node, Tarball, flat, node_state, play_recap, run_playbook, write_inventory
 
 pytestmark = pytest.mark.integration
 
@@ -54,6 +54,31 @@ def test_check_mode_predicts_a_kata_drop_in_that_keeps_runc_and_crun(check_run):
 
 def test_check_mode_leaves_the_node_untouched(check_run, test_host: Node, before: str):
     assert check_run.returncode == 0
+    assert node_state(test_host) == before
+
+
+def test_check_mode_predicts_a_tarball_install_on_a_fresh_node(
+    inventory: Path, test_host: Node, before: str, containerd_tarball: Tarball, artifact_server: ArtifactServer
+):
+    # The tarball is verified on the controller; its copy to the node is
+    # predicted, not made, and nothing is unpacked from a copy that is not there.
+    run = run_playbook(
+        inventory,
+        "playbooks/site.yml",
+        extra_vars={
+            "kata_host_check": False,
+            "containerd_install_method": "tarball",
+            "containerd_tarball_url": artifact_server.url(containerd_tarball.path),
+            "containerd_tarball_sha256": containerd_tarball.sha256,
+        },
+        options=["--check", "--diff"],
+    )
+    assert run.returncode == 0, run.stdout[-3000:]
+    assert play_recap(run.stdout)[test_host.name]["failed"] == 0
+    _, found, rest = run.stdout.partition("TASK [artifact_fetch : Copy the verified artifact to the node")
+    assert found, run.stdout[-3000:]
+    assert f"changed: [{test_host.name}]" in rest.split("\nTASK [", 1)[0], "the copy to the node is not predicted"
+    assert "+ExecStart=/usr/local/bin/containerd" in run.stdout
     assert node_state(test_host) == before
 
 

@@ -9,9 +9,12 @@ CRIOPS_KATA_ARTIFACT_URL and CRIOPS_KATA_ARTIFACT_SHA256.
 
 from __future__ import annotations
 
+import hashlib
+import io
 import json
 import os
 import subprocess
+import tarfile
 from pathlib import Path
 
 import pytest
@@ -163,19 +166,73 @@ def test_the_operator_reports_a_kata_handler_that_cannot_start(test_host, contro
     assert control_plane.kubectl("get", "runtimeclass", "kata").returncode != 0
 
 
-def test_reset_removes_exactly_the_kata_parts(test_host, kata_inventory):
-    playbook = kata_inventory.parent / "reset-kata.yml"
+def reset_kata_playbook(inventory: Path) -> Path:
+    """A playbook beside `inventory` that runs only the kata role's reset."""
+    playbook = inventory.parent / "reset-kata.yml"
     playbook.write_text(json.dumps([{
         "name": "Reset Kata only", "hosts": "kata", "become": True, "gather_facts": False,
         "tasks": [{"name": "Remove Kata", "ansible.builtin.include_role": {"name": "kata", "tasks_from": "reset"}}],
     }]))  # fmt: skip
-    run = run_playbook(kata_inventory, str(playbook), extra_vars=PREPARE_ONLY)
+    return playbook
+
+
+def test_reset_removes_exactly_the_kata_parts(test_host, kata_inventory):
+    run = run_playbook(kata_inventory, str(reset_kata_playbook(kata_inventory)), extra_vars=PREPARE_ONLY)
     assert run.returncode == 0, run.stdout[-3000:]
     found = runtimes(test_host)
     assert "kata" not in found
     assert {"runc", "crun"} <= found.keys()
     assert test_host.sh("test -e /etc/modules-load.d/criops-kata.conf", check=False).returncode != 0
     assert test_host.sh("systemctl is-active containerd").stdout.strip() == "active"
+
+
+@pytest.fixture(scope="module")
+def kata_artifact(tmp_path_factory) -> tuple[str, str]:
+    """A kata-static-shaped artifact (members ./opt/kata/...) with stand-ins: enough for the download path."""
+    path = tmp_path_factory.mktemp("kata-artifact") / "kata-static-0.0.0-amd64.tar.xz"
+    members = {
+        "./opt/kata/bin/containerd-shim-kata-v2": ("#!/bin/sh\necho stand-in >&2\nexit 1\n", 0o755),
+        "./opt/kata/share/defaults/kata-containers/configuration-qemu.toml": ("# stand-in\n", 0o644),
+    }
+    with tarfile.open(path, "w:xz") as archive:
+        for name, (text, mode) in members.items():
+            info = tarfile.TarInfo(name)
+            info.size, info.mode = len(text.encode()), mode
+            archive.addfile(info, io.BytesIO(text.encode()))
+    return path.as_uri(), hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_a_kata_artifact_that_fails_its_sha256_stops_before_the_node_changes(test_host, kata_inventory, kata_artifact):
+    url, _ = kata_artifact
+    wrong = hashlib.sha256(b"not the kata artifact").hexdigest()
+    before = node_state(test_host)
+    run = run_playbook(
+        kata_inventory, extra_vars={**PREPARE_ONLY, "kata_artifact_url": url, "kata_artifact_sha256": wrong}
+    )
+    assert run.returncode != 0, run.stdout[-3000:]
+    assert f"kata_artifact_sha256 ({wrong}) does not match the file at kata_artifact_url ({url})" in flat(run.stdout)
+    assert "PLAY [Prepare every CRI node]" not in run.stdout
+    assert node_state(test_host) == before
+
+
+def test_a_kata_artifact_is_installed_once_and_reset(test_host, kata_inventory, kata_artifact):
+    url, sha256 = kata_artifact
+    artifact = {**PREPARE_ONLY, "kata_artifact_url": url, "kata_artifact_sha256": sha256}
+    run = run_playbook(kata_inventory, extra_vars=artifact)
+    assert run.returncode == 0, run.stdout[-3000:]
+    assert test_host.sh("cat /opt/kata/.criops-artifact-sha256").stdout.strip() == sha256
+    shim = test_host.sh("readlink /usr/local/bin/containerd-shim-kata-v2").stdout.strip()
+    assert shim == "/opt/kata/bin/containerd-shim-kata-v2"
+    assert "stand-in" in test_host.sh("cat /opt/kata/share/defaults/kata-containers/configuration-qemu.toml").stdout
+
+    again = run_playbook(kata_inventory, extra_vars=artifact)
+    assert again.returncode == 0, again.stdout[-3000:]
+    assert play_recap(again.stdout)[test_host.name]["changed"] == 0, again.stdout[-3000:]
+
+    reset = run_playbook(kata_inventory, str(reset_kata_playbook(kata_inventory)), extra_vars=artifact)
+    assert reset.returncode == 0, reset.stdout[-3000:]
+    assert test_host.sh("test -e /opt/kata", check=False).returncode != 0
+    assert {"runc", "crun"} <= runtimes(test_host).keys()
 
 
 @pytest.mark.skipif(

@@ -36,7 +36,7 @@ bench: bootstrap
 	hack/bench.sh
 
 bench-operator: bootstrap
-	$(VENV)/python hack/bench-operator.py
+	$(VENV)/python -m testworld.bench_operator
 
 image: bootstrap
 	hack/operator-image.sh

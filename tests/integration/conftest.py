@@ -1,4 +1,4 @@
-"""Fixtures of the integration tests' real test world (see criops_world.py).
+"""Fixtures of the integration tests' real test world (see the testworld package).
 
 Each test module gets its own throwaway Debian systemd container from
 localhost/criops-test-host:bookworm, started with hack/local-host.sh and removed
@@ -18,9 +18,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from control_plane import ControlPlane
-from criops_world import REPO, ArtifactServer, Node, Tarball, local_host, write_inventory
-from operator_world import install_crd
+
+from testworld.cluster import install_crd
+from testworld.control_plane import ControlPlane
+from testworld.hosts import REPO, ArtifactServer, Node, Tarball, local_host, write_inventory
 
 
 @pytest.fixture(scope="module")

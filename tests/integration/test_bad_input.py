@@ -11,7 +11,8 @@ import socket
 from pathlib import Path
 
 import pytest
-from criops_world import ArtifactServer, Node, Tarball, flat, node_state, run_playbook
+
+from testworld.hosts import ArtifactServer, Node, Tarball, flat, node_state, run_playbook
 
 pytestmark = pytest.mark.integration
 

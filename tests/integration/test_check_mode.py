@@ -8,7 +8,8 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from criops_world import ArtifactServer, Node, Tarball, flat, node_state, play_recap, run_playbook, write_inventory
+
+from testworld.hosts import ArtifactServer, Node, Tarball, flat, node_state, play_recap, run_playbook, write_inventory
 
 pytestmark = pytest.mark.integration
 

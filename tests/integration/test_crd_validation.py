@@ -10,7 +10,8 @@ import uuid
 from pathlib import Path
 
 import pytest
-from control_plane import k8s_binary
+
+from testworld.control_plane import k8s_binary
 
 pytestmark = pytest.mark.integration
 

@@ -23,9 +23,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from control_plane import ControlPlane
-from criops_world import Node, local_host, ssh_port
-from operator_world import (
+
+from testworld.cluster import (
     DEBIAN12_EXPECTED_FAILURES,
     OperatorProcess,
     condition,
@@ -36,6 +35,8 @@ from operator_world import (
     runtime_node,
     wait_for,
 )
+from testworld.control_plane import ControlPlane
+from testworld.hosts import Node, local_host, ssh_port
 
 pytestmark = pytest.mark.integration
 

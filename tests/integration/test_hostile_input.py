@@ -24,9 +24,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from control_plane import ControlPlane
-from criops_world import Node, node_state
-from operator_world import (
+
+from testworld.cluster import (
     NAMESPACE,
     SSH_SECRET,
     condition,
@@ -36,6 +35,8 @@ from operator_world import (
     runtime_node,
     wait_for,
 )
+from testworld.control_plane import ControlPlane
+from testworld.hosts import Node, node_state
 
 pytestmark = pytest.mark.integration
 

@@ -18,9 +18,8 @@ import tarfile
 from pathlib import Path
 
 import pytest
-from control_plane import ControlPlane
-from criops_world import REPO, Node, flat, node_state, play_recap, run_playbook, ssh_port, write_inventory
-from operator_world import (
+
+from testworld.cluster import (
     OperatorProcess,
     install_operator_access,
     kubectl_json,
@@ -28,6 +27,8 @@ from operator_world import (
     runtime_node,
     wait_for,
 )
+from testworld.control_plane import ControlPlane
+from testworld.hosts import REPO, Node, flat, node_state, play_recap, run_playbook, ssh_port, write_inventory
 
 pytestmark = pytest.mark.integration
 

@@ -17,9 +17,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from control_plane import ControlPlane
-from criops_world import Node
-from operator_world import (
+
+from testworld.cluster import (
     DEBIAN12_EXPECTED_FAILURES,
     NAMESPACE,
     kubectl_json,
@@ -30,6 +29,8 @@ from operator_world import (
     runtime_node,
     wait_for,
 )
+from testworld.control_plane import ControlPlane
+from testworld.hosts import Node
 
 pytestmark = pytest.mark.integration
 

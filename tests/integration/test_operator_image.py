@@ -12,9 +12,10 @@ import uuid
 from pathlib import Path
 
 import pytest
-from control_plane import ControlPlane, free_port
-from criops_world import REPO
-from operator_world import NAMESPACE, install_operator_access, kubectl_json, register_node, runtime_node, wait_for
+
+from testworld.cluster import NAMESPACE, install_operator_access, kubectl_json, register_node, runtime_node, wait_for
+from testworld.control_plane import ControlPlane, free_port
+from testworld.hosts import REPO
 
 pytestmark = pytest.mark.integration
 # runc (crun refuses hybrid cgroups) and rlimits within this machine's hard limits.

@@ -14,7 +14,8 @@ import tarfile
 from pathlib import Path
 
 import pytest
-from criops_world import ArtifactServer, Node, Tarball, play_recap, run_playbook
+
+from testworld.hosts import ArtifactServer, Node, Tarball, play_recap, run_playbook
 
 pytestmark = pytest.mark.integration
 

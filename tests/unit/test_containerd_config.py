@@ -5,7 +5,8 @@ from __future__ import annotations
 import tomllib
 
 import pytest
-from filter_plugins import containerd_config as config
+
+from testworld.filter_plugins import containerd_config as config
 
 EXISTING = """
 version = 2

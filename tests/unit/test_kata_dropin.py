@@ -6,7 +6,8 @@ import tomllib
 from pathlib import Path
 
 import pytest
-from filter_plugins import kata_dropin
+
+from testworld.filter_plugins import kata_dropin
 
 CONFIG = (Path(__file__).resolve().parents[1] / "fixtures/containerd/config-debian12.toml").read_text()
 KATA = {"runtime_type": "io.containerd.kata.v2", "options": {"ConfigPath": "/opt/kata/configuration-qemu.toml"}}

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 from criops.core import conditions, status
-from filter_plugins import critest_report as report
+
+from testworld.filter_plugins import critest_report as report
 
 ROOT = Path(__file__).resolve().parents[2]
 

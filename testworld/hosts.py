@@ -1,8 +1,8 @@
-"""Helpers for the integration tests' real test world: podman test hosts, inventories,
-ansible-playbook runs and node fingerprints. Nothing here is mocked.
+"""Podman test hosts, their inventories, ansible-playbook runs and node
+fingerprints: the node side of the test world. Nothing here is mocked.
 
-The fixtures that use them live in conftest.py; test modules import the helpers
-from here (a uniquely named module: every test directory may have a conftest).
+The integration tests' fixtures (tests/integration/conftest.py), the demo and
+the benchmarks use these helpers.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[1]
 LOCAL_INVENTORY = REPO / "inventory" / "local"
 PLAYBOOK_TIMEOUT = 900
 

@@ -20,8 +20,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from control_plane import ControlPlane, cache_dir
-from criops_world import REPO, Node, ssh_port
+from testworld.control_plane import ControlPlane, cache_dir
+from testworld.hosts import REPO, Node, ssh_port
 
 NAMESPACE = "criops-system"
 SSH_SECRET = "criops-node-ssh"

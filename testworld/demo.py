@@ -14,20 +14,13 @@ Everything the demo wrote is under artifacts/demo/.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import shutil
 import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tests" / "integration"))
-sys.path.insert(0, str(ROOT / "hack"))
-
-from control_plane import ControlPlane  # noqa: E402
-from criops_world import local_host  # noqa: E402
-from operator_world import (  # noqa: E402
+from testworld.cluster import (
     DEBIAN12_EXPECTED_FAILURES,
     OperatorProcess,
     install_crd,
@@ -36,6 +29,11 @@ from operator_world import (  # noqa: E402
     register_node,
     runtime_node,
 )
+from testworld.control_plane import ControlPlane
+from testworld.filter_plugins import critest_report
+from testworld.hosts import local_host
+
+ROOT = Path(__file__).resolve().parents[1]
 
 HOST, RN, SSH_PORT = "criops-local", "criops-local", 22022
 
@@ -90,12 +88,7 @@ def main() -> int:
         print(plane.kubectl("get", "runtimenodes").stdout)
         status = kubectl_json(plane, "get", "runtimenode", RN)["status"]
         if "critest" in status:
-            spec = importlib.util.spec_from_file_location(
-                "critest_report", ROOT / "roles/cri_validate/filter_plugins/critest_report.py"
-            )
-            report = importlib.util.module_from_spec(spec)
-            spec.loader.exec_module(report)
-            print(report.critest_table(status["critest"]), "\n")
+            print(critest_report.critest_table(status["critest"]), "\n")
         for condition in status.get("conditions", []):
             print(f"  {condition['type']:<12} {condition['status']:<6} {condition['reason']}: {condition['message']}")
         node = kubectl_json(plane, "get", "node", HOST)

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Operator benchmarks: figures, not pass/fail. Prints Markdown for docs/benchmarks.md.
 
-    hack/bench-operator.py [count]     (default 1000)
+    python -m testworld.bench_operator [count]     (default 1000; from the checkout's root)
 
 scale:   a throwaway control plane; the operator under its ServiceAccount;
          `count` Nodes and `count` RuntimeNodes with spec.suspend (validation
@@ -28,12 +28,7 @@ from pathlib import Path
 
 import kubernetes
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tests" / "integration"))
-
-from control_plane import ControlPlane  # noqa: E402
-from criops_world import LOCAL_INVENTORY, local_host, ssh_port  # noqa: E402
-from operator_world import (  # noqa: E402
+from testworld.cluster import (
     DEBIAN12_EXPECTED_FAILURES,
     OperatorProcess,
     install_crd,
@@ -43,6 +38,10 @@ from operator_world import (  # noqa: E402
     runs,
     runtime_node,
 )
+from testworld.control_plane import ControlPlane
+from testworld.hosts import LOCAL_INVENTORY, local_host, ssh_port
+
+ROOT = Path(__file__).resolve().parents[1]
 
 # A focused critest keeps the benchmark short; the overhead does not depend on it.
 FOCUS = ["Runtime info", "PodSandbox", "Container "]

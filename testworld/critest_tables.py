@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Print the critest tables of a report directory (validate.yml's output).
 
-    hack/critest-tables.py [artifacts/critest]
+    python -m testworld.critest_tables [artifacts/critest]   (from the checkout's root)
 
 One table per <host>/<handler>/summary.json, rendered by the same filter that
 validate.yml prints with.
@@ -9,17 +9,13 @@ validate.yml prints with.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import sys
 from pathlib import Path
 
+from testworld.filter_plugins import critest_report as report
+
 ROOT = Path(__file__).resolve().parents[1]
-spec = importlib.util.spec_from_file_location(
-    "critest_report", ROOT / "roles/cri_validate/filter_plugins/critest_report.py"
-)
-report = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(report)
 
 reports = Path(sys.argv[1] if len(sys.argv) > 1 else ROOT / "artifacts/critest")
 summaries = sorted(reports.glob("*/*/summary.json"))

@@ -1,5 +1,5 @@
 """The runtime catalog against the places that must agree with it: the CRD's enum and
-CEL rules, and the inventories' groups."""
+CEL rules, the inventories' groups, and the roles site.yml runs on each group."""
 
 from __future__ import annotations
 
@@ -105,3 +105,53 @@ def test_every_runtime_names_roles_that_exist():
     for runtime in CATALOG.values():
         for role in runtime.all_roles:
             assert (ROOT / "roles" / role / "meta" / "argument_specs.yml").is_file(), (runtime.name, role)
+
+
+def _play_roles(play: dict[str, Any]) -> set[str]:
+    """The roles a play runs: its roles list and the roles its tasks include or import."""
+    roles = {r if isinstance(r, str) else r.get("role", r.get("name")) for r in play.get("roles") or []}
+    for task in play.get("tasks") or []:
+        for module in ("ansible.builtin.include_role", "ansible.builtin.import_role"):
+            if module in task:
+                roles.add(task[module]["name"])
+    return roles
+
+
+def site_disagreements(site: list[dict[str, Any]], catalog: dict[str, Runtime]) -> list[str]:
+    """site.yml must run, for each runtime, every role of its row on the runtime's group or a
+    group above it (the shared roles on cri_nodes), and on a runtime's group nothing else:
+    spec.provision.extraVars is checked against exactly those roles' variables."""
+    # The roles site.yml installs with, by group (its first play only checks inputs).
+    provisioning = [play for play in site if "Check nodes" not in play["name"]]
+    by_group: dict[str, set[str]] = {}
+    for play in provisioning:
+        by_group.setdefault(play["hosts"], set()).update(_play_roles(play))
+    found = []
+    for runtime in catalog.values():
+        groups = [CRI_NODES_GROUP, runtime.parent_group, runtime.group]
+        reached = set().union(*(by_group.get(group, set()) for group in groups if group))
+        found += [
+            f"{runtime.name}: site.yml runs no {role} for it" for role in runtime.all_roles if role not in reached
+        ]
+        found += [
+            f"{runtime.name}: site.yml runs {role} on {runtime.group}, not in the catalog's roles"
+            for role in sorted(by_group.get(runtime.group, set()) - set(runtime.all_roles))
+        ]
+    return found
+
+
+SITE = yaml.safe_load((ROOT / "playbooks" / "site.yml").read_text())
+
+
+def test_site_yml_runs_the_catalogs_roles_on_the_catalogs_groups():
+    assert site_disagreements(SITE, CATALOG) == []
+
+
+def test_a_role_the_catalog_does_not_list_is_caught():
+    site = copy.deepcopy(SITE)
+    site.append({"name": "Provision virtlet nodes", "hosts": "virtlet", "roles": ["libvirt"]})
+    assert site_disagreements(site, CATALOG) == [
+        "virtlet: site.yml runs libvirt on virtlet, not in the catalog's roles"
+    ]
+    missing = {**CATALOG, "kata": Runtime("kata", "unix:///k.sock", "v1", "kata", "containerd", roles=("kata", "x"))}
+    assert site_disagreements(SITE, missing) == ["kata: site.yml runs no x for it"]

@@ -39,7 +39,7 @@ from testworld.cluster import (
     runtime_node,
 )
 from testworld.control_plane import ControlPlane
-from testworld.hosts import LOCAL_INVENTORY, local_host, ssh_port
+from testworld.hosts import Node, local_host, ssh_port, write_inventory
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -142,10 +142,7 @@ def ready(workdir: Path) -> list[str]:
     operator = None
     try:
         port = ssh_port(host)
-        inventory = workdir / "hosts.json"
-        inventory.write_text(json.dumps({"all": {"children": {"containerd": {"hosts": {host: {
-            "ansible_host": "127.0.0.1", "ansible_port": port}}}}}}))  # fmt: skip
-        (workdir / "group_vars").symlink_to(LOCAL_INVENTORY / "group_vars")
+        inventory = write_inventory(workdir, Node(host), host_vars={"ansible_host": "127.0.0.1", "ansible_port": port})
         subprocess.run([str(Path(sys.executable).parent / "ansible-playbook"), "-i", str(inventory),
                         str(ROOT / "playbooks" / "site.yml")], check=True, capture_output=True)  # fmt: skip
         install_crd(plane)
@@ -164,6 +161,8 @@ def ready(workdir: Path) -> list[str]:
                 break
             time.sleep(0.2)
         ready_at = time.time()
+        if status["phase"] != "Ready":
+            raise SystemExit(f"RuntimeNode {rn} is {status['phase']}: {json.dumps(status.get('conditions'), indent=2)}")
         record = runs(workdir / "state-ready", rn)[-1]
         run_start = datetime.strptime(record["startedAt"], "%Y%m%dT%H%M%S.%fZ").timestamp() - time.timezone
         run_end = parse_time(record["finishedAt"])

@@ -101,9 +101,12 @@ def ansible_playbook() -> str:
     raise FileNotFoundError(f"ansible-playbook is neither on PATH nor next to {sys.executable}")
 
 
-def write_inventory(directory: Path, node: Node, kata: bool = False) -> Path:
+def write_inventory(
+    directory: Path, node: Node, kata: bool = False, host_vars: dict[str, object] | None = None
+) -> Path:
     """A YAML inventory for `node` in cri_nodes' child group containerd (and its child group kata), with
-    inventory/local's group_vars.
+    inventory/local's group_vars. The node is reached with podman exec unless `host_vars` say
+    otherwise (SSH: ansible_host and ansible_port).
 
     group_vars are found relative to the inventory file, so they are linked next
     to it; they find the repository through CRIOPS_ROOT, which run_playbook sets.
@@ -112,7 +115,7 @@ def write_inventory(directory: Path, node: Node, kata: bool = False) -> Path:
     group_vars = directory / "group_vars"
     if not group_vars.exists():
         group_vars.symlink_to(LOCAL_INVENTORY / "group_vars", target_is_directory=True)
-    hosts = {node.name: {"ansible_connection": "containers.podman.podman"}}
+    hosts = {node.name: host_vars or {"ansible_connection": "containers.podman.podman"}}
     group = {"children": {"kata": {"hosts": hosts}}} if kata else {"hosts": hosts}
     inventory = {"all": {"children": {"cri_nodes": {"children": {"containerd": group}}}}}
     path = directory / "hosts.yml"

@@ -30,15 +30,24 @@ esac
 # tags of pause:3.9, and the sandbox image pause:3.10 must not be among them).
 #  name           from     pushed as
 images=(
-  "busybox        -        e2e-test-images/busybox:1.29-2 criops/busybox:1.0"
+  "busybox        -        e2e-test-images/busybox:1.29-2 criops/busybox:1.0 library/busybox:1.28"
   "webserver      busybox  criops/webserver:1.0 e2e-test-images/httpd:2.4.39-4"
-  "nginx          busybox  e2e-test-images/nginx:1.14-2"
-  "hostnet-nginx  nginx    k8s-staging-cri-tools/hostnet-nginx-$goarch:latest"
-  "nonewprivs     busybox  e2e-test-images/nonewprivs:1.3"
+  "httpd          webserver library/httpd:latest"
+  "nginx          busybox  e2e-test-images/nginx:1.14-2 library/nginx:latest"
+  "hostnet-nginx  nginx    k8s-staging-cri-tools/hostnet-nginx-$goarch:latest cri-tools/hostnet-nginx:latest"
+  "nonewprivs     busybox  e2e-test-images/nonewprivs:1.3 google_containers/nonewprivs:1.2"
   "pause:3.10     -        pause:3.10"
   "pause:3.9      -        pause:3.9"
 )
 
+# critest v1.13 (CRI v1alpha2, for singularity_cri) names the same images by
+# their older upstream names: busybox:1.28, httpd, nginx (docker.io, that is
+# library/ on a registry), gcr.io/cri-tools/hostnet-nginx,
+# gcr.io/google_containers/nonewprivs:1.2 and gcr.io/cri-tools/test-image-*;
+# each image above is pushed under those names too (a registry mirror for
+# docker.io and gcr.io then serves them). Its gcr.io/cri-tools/test-image-digest
+# is pinned by a digest of upstream's image, which no rebuild reproduces.
+#
 # critest's image-manager images, all under k8s-staging-cri-tools/, built from
 # busybox. Each repository is a distinct image (its own /image-<name>): CRI
 # RemoveImage drops an image with all its tags, and critest runs specs in
@@ -201,7 +210,7 @@ www-data:x:33:
 nogroup:x:65534:
 EOF
 
-mkdir -p "$work/webserver/www"
+mkdir -p "$work/webserver/www" "$work/httpd"
 echo 'criops web server OK' >"$work/webserver/www/index.html"
 
 # nginx: Debian's binary, mime.types and welcome page (taken above) plus our
@@ -259,7 +268,7 @@ for row in "${critest[@]}"; do
   log "building $repo"
   build "$repo" critest "$ctx" --build-arg "BASE=$prefix/busybox:build" --build-arg "USER=$user"
   refs=()
-  for tag in ${tags//,/ }; do refs+=("k8s-staging-cri-tools/$repo:$tag"); done
+  for tag in ${tags//,/ }; do refs+=("k8s-staging-cri-tools/$repo:$tag" "cri-tools/$repo:$tag"); done
   push "$repo" "${refs[@]}"
 done
 

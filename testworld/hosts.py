@@ -102,10 +102,14 @@ def ansible_playbook() -> str:
 
 
 def write_inventory(
-    directory: Path, node: Node, kata: bool = False, host_vars: dict[str, object] | None = None
+    directory: Path,
+    node: Node,
+    kata: bool = False,
+    host_vars: dict[str, object] | None = None,
+    group: str = "containerd",
 ) -> Path:
-    """A YAML inventory for `node` in cri_nodes' child group containerd (and its child group kata), with
-    inventory/local's group_vars. The node is reached with podman exec unless `host_vars` say
+    """A YAML inventory for `node` in cri_nodes' child group `group` (with kata: in containerd's
+    child group kata), with inventory/local's group_vars. The node is reached with podman exec unless `host_vars` say
     otherwise (SSH: ansible_host and ansible_port).
 
     group_vars are found relative to the inventory file, so they are linked next
@@ -116,8 +120,8 @@ def write_inventory(
     if not group_vars.exists():
         group_vars.symlink_to(LOCAL_INVENTORY / "group_vars", target_is_directory=True)
     hosts = {node.name: host_vars or {"ansible_connection": "containers.podman.podman"}}
-    group = {"children": {"kata": {"hosts": hosts}}} if kata else {"hosts": hosts}
-    inventory = {"all": {"children": {"cri_nodes": {"children": {"containerd": group}}}}}
+    body = {"children": {"kata": {"hosts": hosts}}} if kata else {"hosts": hosts}
+    inventory = {"all": {"children": {"cri_nodes": {"children": {group: body}}}}}
     path = directory / "hosts.yml"
     # JSON is YAML: no quoting rules to get wrong.
     path.write_text(json.dumps(inventory, indent=2) + "\n")
@@ -162,6 +166,18 @@ def run_playbook(
     # The whole output stays beside the inventory (pytest's basetemp) for post-mortems.
     (inventory.parent / f"run-{run_id}.log").write_text(f"$ {' '.join(cmd)}\nrc={result.returncode}\n{result.stdout}")
     return result
+
+
+def assert_run_changes_nothing(
+    inventory: Path, node: Node, extra_vars: dict | None = None, playbook: str = "playbooks/site.yml"
+) -> subprocess.CompletedProcess[str]:
+    """Run `playbook` again and fail, naming the changed tasks, unless it succeeds with changed=0."""
+    again = run_playbook(inventory, playbook, extra_vars)
+    assert again.returncode == 0, again.stdout[-6000:]
+    recap = play_recap(again.stdout)[node.name]
+    changed = [line for line in again.stdout.splitlines() if line.startswith("changed:")]
+    assert recap["changed"] == 0, f"second run changed {recap['changed']} tasks: {changed}\n{again.stdout[-6000:]}"
+    return again
 
 
 def node_state(node: Node) -> str:

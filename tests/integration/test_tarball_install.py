@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from testworld.hosts import ArtifactServer, Node, Tarball, play_recap, run_playbook
+from testworld.hosts import ArtifactServer, Node, Tarball, assert_run_changes_nothing, play_recap, run_playbook
 
 pytestmark = pytest.mark.integration
 
@@ -80,8 +80,4 @@ def test_second_run_changes_nothing(
     first_run: subprocess.CompletedProcess[str], inventory: Path, tarball_vars: dict, test_host: Node
 ) -> None:
     assert first_run.returncode == 0
-    second = run_playbook(inventory, "playbooks/site.yml", tarball_vars)
-    assert second.returncode == 0, second.stdout[-6000:]
-    recap = play_recap(second.stdout)[test_host.name]
-    changed = [line for line in second.stdout.splitlines() if line.startswith("changed:")]
-    assert recap["changed"] == 0, f"second run changed {recap['changed']} tasks: {changed}\n{second.stdout[-6000:]}"
+    assert_run_changes_nothing(inventory, test_host, tarball_vars)

@@ -85,6 +85,12 @@ CATALOG: dict[str, Runtime] = {
         ),
         # Archived runtimes that only ever spoke CRI v1alpha2 (dropped by kubelet 1.26).
         Runtime("virtlet", "unix:///run/virtlet.sock", "v1alpha2", "virtlet"),
-        Runtime("singularity-cri", "unix:///var/run/singularity.sock", "v1alpha2", "singularity_cri"),
+        Runtime(
+            "singularity-cri",
+            "unix:///var/run/singularity.sock",
+            "v1alpha2",
+            "singularity_cri",
+            roles=("singularity_cri",),
+        ),
     )
 }

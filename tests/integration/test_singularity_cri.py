@@ -1,0 +1,319 @@
+"""singularity-cri (sycri on Singularity 3.4.1, CRI v1alpha2) on a fresh test host,
+from the tarballs hack/legacy-runtimes.sh builds, served by the loopback artifact
+server and verified by sha256: check mode first, then the install, a second run
+that changes nothing, a busybox pod whose image comes from the local registry
+under its upstream name (sycri's registry mirrors), critest v1.13 against sycri,
+and a reset that removes what the role added. Nothing is mocked.
+
+docs/singularity-cri.md explains every critest failure listed in
+CRITEST_EXPECTED_FAILURES.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import subprocess
+import tarfile
+from pathlib import Path
+
+import pytest
+
+from testworld.hosts import (
+    REPO,
+    ArtifactServer,
+    Node,
+    Tarball,
+    assert_run_changes_nothing,
+    play_recap,
+    run_playbook,
+    write_inventory,
+)
+
+pytestmark = pytest.mark.integration
+
+ENDPOINT = "unix:///var/run/singularity.sock"
+CRITEST_TIMEOUT = 2400
+
+# critest v1.13 specs that fail against sycri here, each explained in
+# docs/singularity-cri.md (a spec outside this list failing, or fewer passes
+# than CRITEST_MIN_PASSED, fails the test).
+CRITEST_EXPECTED_FAILURES: dict[str, str] = {
+    "[k8s.io] Image Manager [It] public image with digest should be pulled and removed [Conformance]": (
+        "gcr.io/cri-tools/test-image-digest is pinned by the digest of upstream's image, which no rebuild "
+        "reproduces: the local registry cannot serve that manifest"
+    ),
+    "[k8s.io] Image Manager [It] listImage should get exactly 3 repoTags in the result image [Conformance]": (
+        "sycri names an image by the sha256 of the SIF file `singularity build` makes, and every build of "
+        "the same docker image gives a different SIF: three tags of one image become three images"
+    ),
+}
+# Specs that fail in some runs only, each explained in docs/singularity-cri.md.
+CRITEST_FLAKY: dict[str, str] = {
+    "[k8s.io] Security Context NoNewPrivs [It] should not allow privilege escalation when true": (
+        "a container that exits within milliseconds can be reported exited before running to sycri's "
+        "StartContainer, which then fails with `unexpected container state: exited`"
+    ),
+    "[k8s.io] Security Context NoNewPrivs [It] should allow privilege escalation when false": (
+        "the same race: the nonewprivs container prints one line and exits at once"
+    ),
+}
+# 66 of 72 specs run (6 skipped); all but the two expected failures pass, except
+# a flaky spec in an unlucky run.
+CRITEST_MIN_PASSED = 64
+
+
+def _tarball(path: Path) -> Tarball:
+    return Tarball(path, Path(f"{path}.sha256").read_text().split()[0])
+
+
+@pytest.fixture(scope="module")
+def legacy_artifacts() -> dict[str, Tarball]:
+    """The four tarballs hack/legacy-runtimes.sh builds (cached), by name.
+
+    Skipped only where no source mirror is configured (docs/legacy-builds.md):
+    the pinned archives come from nowhere else.
+    """
+    if not os.environ.get("CRIOPS_SOURCE_MIRROR") and not (REPO.parent / "shared" / "sources" / "SHA256SUMS").is_file():
+        pytest.skip("no source mirror for the legacy runtimes (CRIOPS_SOURCE_MIRROR or ../shared/sources)")
+    built = subprocess.run([str(REPO / "hack" / "legacy-runtimes.sh")], capture_output=True, text=True, timeout=1800)
+    if built.returncode != 0:
+        pytest.fail(f"hack/legacy-runtimes.sh failed:\n{built.stderr[-4000:]}")
+    paths = [Path(line) for line in built.stdout.split() if line.endswith(".tar.gz")]
+    found = {path.name.split("-linux-")[0]: _tarball(path) for path in paths}
+    assert set(found) == {"singularity-3.4.1", "singularity-cri-1.0.0-beta.7", "crictl-v1.13.0", "critest-v1.13.0"}
+    return found
+
+
+@pytest.fixture(scope="module")
+def test_images() -> None:
+    """critest v1.13's images in the local registry under their upstream paths (cached)."""
+    built = subprocess.run([str(REPO / "hack" / "test-images.sh")], capture_output=True, text=True, timeout=1800)
+    assert built.returncode == 0, built.stderr[-4000:]
+
+
+@pytest.fixture(scope="module")
+def sycri_inventory(test_host: Node, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The test host in cri_nodes' child group singularity_cri, with inventory/local's group_vars."""
+    return write_inventory(tmp_path_factory.mktemp("sycri-inventory"), test_host, group="singularity_cri")
+
+
+@pytest.fixture(scope="module")
+def sycri_vars(legacy_artifacts: dict[str, Tarball], artifact_server: ArtifactServer) -> dict:
+    singularity = legacy_artifacts["singularity-3.4.1"]
+    sycri = legacy_artifacts["singularity-cri-1.0.0-beta.7"]
+    tools = [legacy_artifacts["crictl-v1.13.0"], legacy_artifacts["critest-v1.13.0"]]
+    # The server serves the artifacts directory: every tarball sits side by side.
+    assert len({tarball.path.parent for tarball in [singularity, sycri, *tools]}) == 1
+    return {
+        "singularity_cri_singularity_tarball_url": artifact_server.url(singularity.path),
+        "singularity_cri_singularity_tarball_sha256": singularity.sha256,
+        "singularity_cri_tarball_url": artifact_server.url(sycri.path),
+        "singularity_cri_tarball_sha256": sycri.sha256,
+        "cri_tools_v1alpha2_base_url": artifact_server.base_url,
+        "cri_tools_v1alpha2_checksums": {tarball.path.name: tarball.sha256 for tarball in tools},
+    }
+
+
+def _installed(node: Node) -> str:
+    return node.sh(
+        "ls -d /usr/local/bin/sycri /usr/local/bin/singularity /usr/local/libexec/singularity "
+        "/etc/systemd/system/sycri.service /usr/local/etc/sycri/sycri.yaml /etc/sycri/net.d "
+        "/usr/local/bin/crictl-v1alpha2 /usr/local/bin/critest-v1alpha2 2>/dev/null; "
+        "systemctl is-active sycri 2>&1",
+        check=False,
+    ).stdout
+
+
+@pytest.fixture(scope="module")
+def check_run(sycri_inventory: Path, sycri_vars: dict, test_host: Node) -> subprocess.CompletedProcess[str]:
+    """site.yml --check --diff on the fresh node, before anything is installed."""
+    before = _installed(test_host)
+    run = run_playbook(sycri_inventory, "playbooks/site.yml", sycri_vars, ["--check", "--diff"])
+    assert _installed(test_host) == before, "check mode changed the node"
+    return run
+
+
+@pytest.fixture(scope="module")
+def first_run(
+    check_run: subprocess.CompletedProcess[str], sycri_inventory: Path, sycri_vars: dict, test_images: None
+) -> subprocess.CompletedProcess[str]:
+    return run_playbook(sycri_inventory, "playbooks/site.yml", sycri_vars)
+
+
+def _member_sha256(tarball: Path, member: str) -> str:
+    with tarfile.open(tarball) as archive:
+        extracted = archive.extractfile(member)
+        assert extracted is not None, f"{member} is not a file in {tarball}"
+        return hashlib.file_digest(extracted, "sha256").hexdigest()
+
+
+def _crictl(node: Node, args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    return node.sh(f"crictl-v1alpha2 --runtime-endpoint {ENDPOINT} --image-endpoint {ENDPOINT} {args}", check=check)
+
+
+def test_check_mode_on_a_fresh_node(check_run: subprocess.CompletedProcess[str], test_host: Node) -> None:
+    assert check_run.returncode == 0, check_run.stdout[-6000:]
+    assert play_recap(check_run.stdout)[test_host.name]["failed"] == 0
+    # It predicts the files it would write.
+    assert "/usr/local/etc/sycri/sycri.yaml" in check_run.stdout
+    assert "sycri.service" in check_run.stdout
+
+
+def test_site_installs_singularity_and_sycri(first_run: subprocess.CompletedProcess[str], test_host: Node) -> None:
+    assert first_run.returncode == 0, first_run.stdout[-6000:]
+    assert play_recap(first_run.stdout)[test_host.name]["failed"] == 0
+
+
+def test_the_node_runs_the_tarballs_binaries(
+    first_run: subprocess.CompletedProcess[str], test_host: Node, legacy_artifacts: dict[str, Tarball]
+) -> None:
+    assert first_run.returncode == 0
+    running = test_host.sh('readlink "/proc/$(systemctl show -p MainPID --value sycri)/exe"').stdout.strip()
+    assert running == "/usr/local/bin/sycri"
+    installed = test_host.sh(
+        "sha256sum /usr/local/bin/sycri /usr/local/bin/singularity /usr/local/libexec/singularity/bin/starter-suid"
+    ).stdout
+    sycri = legacy_artifacts["singularity-cri-1.0.0-beta.7"].path
+    singularity = legacy_artifacts["singularity-3.4.1"].path
+    assert f"{_member_sha256(sycri, 'usr/local/bin/sycri')}  /usr/local/bin/sycri" in installed
+    for member in ("usr/local/bin/singularity", "usr/local/libexec/singularity/bin/starter-suid"):
+        assert f"{_member_sha256(singularity, member)}  /{member}" in installed
+    # The setuid starter kept its bit, owned by root.
+    mode = test_host.sh("stat -c '%a %U' /usr/local/libexec/singularity/bin/starter-suid").stdout.split()
+    assert mode == ["4755", "root"], mode
+
+
+def test_sycri_answers_cri_v1alpha2(first_run: subprocess.CompletedProcess[str], test_host: Node) -> None:
+    assert first_run.returncode == 0
+    version = _crictl(test_host, "version").stdout
+    assert "RuntimeName:  singularity" in version, version
+    assert "RuntimeVersion:  3.4.1" in version, version
+    info = json.loads(_crictl(test_host, "info").stdout)
+    conditions = {condition["type"]: condition["status"] for condition in info["status"]["conditions"]}
+    assert conditions == {"RuntimeReady": True, "NetworkReady": True}, info
+    # /etc/crictl.yaml points both crictl versions at sycri.
+    assert "RuntimeName:  singularity" in test_host.sh("crictl-v1alpha2 version").stdout
+
+
+def test_second_run_changes_nothing(
+    first_run: subprocess.CompletedProcess[str], sycri_inventory: Path, sycri_vars: dict, test_host: Node
+) -> None:
+    assert first_run.returncode == 0
+    assert_run_changes_nothing(sycri_inventory, test_host, sycri_vars)
+
+
+POD = {
+    "metadata": {"name": "criops-busybox", "namespace": "default", "uid": "criops-busybox-uid", "attempt": 0},
+    "log_directory": "/var/log/criops-pods/criops-busybox",
+    "linux": {},
+}
+CONTAINER = {
+    "metadata": {"name": "busybox"},
+    # The upstream name: docker.io/library/busybox:1.28 through sycri's registry mirror.
+    "image": {"image": "busybox:1.28"},
+    "command": ["sh", "-c", "echo criops-busybox-pod-ok; exec sleep 3600"],
+    "log_path": "busybox.log",
+    "linux": {},
+}
+
+
+def test_a_busybox_pod_runs_with_its_image_from_the_local_registry(
+    first_run: subprocess.CompletedProcess[str], test_host: Node
+) -> None:
+    assert first_run.returncode == 0
+    test_host.sh(
+        f"mkdir -p /root/criops-pod && echo '{json.dumps(POD)}' >/root/criops-pod/pod.json && "
+        f"echo '{json.dumps(CONTAINER)}' >/root/criops-pod/container.json"
+    )
+    pulled = _crictl(test_host, "pull busybox:1.28", check=False)
+    assert pulled.returncode == 0, pulled.stderr
+    # Pulled by sycri's `singularity build` over plain HTTP from the mirror, the
+    # same content the registry serves as library/busybox:1.28.
+    images = _crictl(test_host, "images").stdout
+    assert re.search(r"^busybox\s+1\.28\s", images, re.MULTILINE), images
+    pod = _crictl(test_host, "runp /root/criops-pod/pod.json", check=False)
+    assert pod.returncode == 0, pod.stderr
+    pod_id = pod.stdout.strip()
+    try:
+        created = _crictl(
+            test_host, f"create {pod_id} /root/criops-pod/container.json /root/criops-pod/pod.json", check=False
+        )
+        assert created.returncode == 0, created.stderr
+        container_id = created.stdout.strip()
+        started = _crictl(test_host, f"start {container_id}", check=False)
+        assert started.returncode == 0, started.stderr + _crictl(test_host, f"logs {container_id}", check=False).stderr
+        state = json.loads(_crictl(test_host, f"inspect {container_id}").stdout)["status"]["state"]
+        assert state == "CONTAINER_RUNNING", state
+        logs = test_host.sh(f"sleep 1; crictl-v1alpha2 logs {container_id} 2>&1").stdout
+        assert "criops-busybox-pod-ok" in logs, logs
+        # The container runs busybox from the image, in the pod's network.
+        assert _crictl(test_host, f"exec -s {container_id} busybox echo exec-ok").stdout.strip() == "exec-ok"
+        ip = json.loads(_crictl(test_host, f"inspectp {pod_id}").stdout)["status"]["network"]["ip"]
+        assert ip.startswith("10.86."), ip
+    finally:
+        _crictl(test_host, f"stopp {pod_id}", check=False)
+        _crictl(test_host, f"rmp {pod_id}", check=False)
+
+
+_SUMMARY = re.compile(r"(\d+) Passed \| (\d+) Failed \| (\d+) Pending \| (\d+) Skipped")
+_FAILED_SPEC = re.compile(r"^\[Fail\] (.*)$", re.MULTILINE)
+
+
+def test_critest_v1alpha2_against_sycri(
+    first_run: subprocess.CompletedProcess[str], test_host: Node, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    assert first_run.returncode == 0
+    run = subprocess.run(
+        [
+            "podman",
+            "exec",
+            test_host.name,
+            "critest-v1alpha2",
+            f"--runtime-endpoint={ENDPOINT}",
+            f"--image-endpoint={ENDPOINT}",
+            "-ginkgo.noColor",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=CRITEST_TIMEOUT,
+    )
+    report = tmp_path_factory.mktemp("critest") / "critest-v1alpha2.log"
+    report.write_text(run.stdout + run.stderr)
+    summary = _SUMMARY.search(run.stdout)
+    assert summary, f"no ginkgo summary (see {report}):\n{run.stdout[-4000:]}{run.stderr[-2000:]}"
+    passed, failed, _pending, skipped = (int(value) for value in summary.groups())
+    failures = sorted({failure.strip() for failure in _FAILED_SPEC.findall(run.stdout)})
+    print(f"critest v1.13 against sycri: {passed} passed, {failed} failed, {skipped} skipped ({report})")
+    for failure in failures:
+        print(f"  failed: {failure}")
+    unexplained = [
+        failure for failure in failures if failure not in CRITEST_EXPECTED_FAILURES and failure not in CRITEST_FLAKY
+    ]
+    assert not unexplained, f"failures not explained in docs/singularity-cri.md: {unexplained}"
+    flaky = [failure for failure in failures if failure in CRITEST_FLAKY]
+    assert passed + len(flaky) >= CRITEST_MIN_PASSED, (
+        f"{passed} passed (+{len(flaky)} flaky), expected at least {CRITEST_MIN_PASSED}"
+    )
+
+
+def test_reset_removes_what_the_role_added(
+    first_run: subprocess.CompletedProcess[str], sycri_inventory: Path, sycri_vars: dict, test_host: Node
+) -> None:
+    assert first_run.returncode == 0
+    reset = run_playbook(sycri_inventory, "playbooks/reset.yml", sycri_vars)
+    assert reset.returncode == 0, reset.stdout[-6000:]
+    left = test_host.sh(
+        "ls -d /usr/local/bin/sycri /usr/local/bin/singularity /usr/local/bin/run-singularity "
+        "/usr/local/etc/singularity /usr/local/etc/sycri /usr/local/libexec/singularity /var/lib/singularity "
+        "/etc/systemd/system/sycri.service /etc/sycri /var/run/singularity /var/run/singularity.sock "
+        "/usr/local/bin/crictl-v1alpha2 /usr/local/bin/critest-v1alpha2 /opt/criops/cri-tools/v1.13.0 "
+        "/var/cache/criops/singularity-* /var/cache/criops/crictl-v1.13.0-* 2>/dev/null",
+        check=False,
+    ).stdout
+    assert left == "", f"reset left: {left}"
+    assert test_host.sh("systemctl is-active sycri", check=False).stdout.strip() in {"inactive", "unknown"}
+    assert test_host.sh("pgrep -fa '^Singularity OCI '", check=False).stdout == ""
+    assert "squashfs" not in test_host.sh("findmnt -n -o FSTYPE -R /var", check=False).stdout

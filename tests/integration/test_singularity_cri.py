@@ -50,18 +50,19 @@ CRITEST_EXPECTED_FAILURES: dict[str, str] = {
         "the same docker image gives a different SIF: three tags of one image become three images"
     ),
 }
-# Specs that fail in some runs only, each explained in docs/singularity-cri.md.
-CRITEST_FLAKY: dict[str, str] = {
-    "[k8s.io] Security Context NoNewPrivs [It] should not allow privilege escalation when true": (
-        "a container that exits within milliseconds can be reported exited before running to sycri's "
-        "StartContainer, which then fails with `unexpected container state: exited`"
-    ),
-    "[k8s.io] Security Context NoNewPrivs [It] should allow privilege escalation when false": (
-        "the same race: the nonewprivs container prints one line and exits at once"
-    ),
-}
+# sycri's StartContainer race (docs/singularity-cri.md): it waits for one state
+# report of the container it started, and a container that exits within
+# milliseconds is reported exited, or already gone, first. Any spec whose
+# container exits at once can lose it (NoNewPrivs, ReadOnlyRootfs, ...), so a
+# failure counts as this race by its message, and only a few may occur per run.
+START_RACE = re.compile(
+    r"could not start container: (unexpected container state: exited"
+    r"|could not update container state: could not get container state: could not query state: "
+    r".*no container found with name)"
+)
+START_RACES_TOLERATED = 3
 # 66 of 72 specs run (6 skipped); all but the two expected failures pass, except
-# a flaky spec in an unlucky run.
+# specs lost to the start race in an unlucky run.
 CRITEST_MIN_PASSED = 64
 
 
@@ -260,6 +261,14 @@ def test_a_busybox_pod_runs_with_its_image_from_the_local_registry(
 
 _SUMMARY = re.compile(r"(\d+) Passed \| (\d+) Failed \| (\d+) Pending \| (\d+) Skipped")
 _FAILED_SPEC = re.compile(r"^\[Fail\] (.*)$", re.MULTILINE)
+# One failure's report in ginkgo v1's output: from its bullet to the next separator.
+_FAILURE_REPORT = re.compile(r"^• Failure.*?(?=^-{30})", re.MULTILINE | re.DOTALL)
+
+
+def lost_to_start_race(failure: str, output: str) -> bool:
+    """Whether the failed spec's own report shows sycri's start race (START_RACE)."""
+    spec = failure.rsplit("[It] ", 1)[-1]
+    return any(spec in report and START_RACE.search(report) for report in _FAILURE_REPORT.findall(output))
 
 
 def test_critest_v1alpha2_against_sycri(
@@ -289,13 +298,12 @@ def test_critest_v1alpha2_against_sycri(
     print(f"critest v1.13 against sycri: {passed} passed, {failed} failed, {skipped} skipped ({report})")
     for failure in failures:
         print(f"  failed: {failure}")
-    unexplained = [
-        failure for failure in failures if failure not in CRITEST_EXPECTED_FAILURES and failure not in CRITEST_FLAKY
-    ]
+    races = [f for f in failures if f not in CRITEST_EXPECTED_FAILURES and lost_to_start_race(f, run.stdout)]
+    unexplained = [f for f in failures if f not in CRITEST_EXPECTED_FAILURES and f not in races]
     assert not unexplained, f"failures not explained in docs/singularity-cri.md: {unexplained}"
-    flaky = [failure for failure in failures if failure in CRITEST_FLAKY]
-    assert passed + len(flaky) >= CRITEST_MIN_PASSED, (
-        f"{passed} passed (+{len(flaky)} flaky), expected at least {CRITEST_MIN_PASSED}"
+    assert len(races) <= START_RACES_TOLERATED, f"{len(races)} specs lost to sycri's start race: {races}"
+    assert passed + len(races) >= CRITEST_MIN_PASSED, (
+        f"{passed} passed (+{len(races)} lost to the start race), expected at least {CRITEST_MIN_PASSED}"
     )
 
 

@@ -78,7 +78,10 @@ def legacy_artifacts() -> dict[str, Tarball]:
     the pinned archives come from nowhere else.
     """
     if not os.environ.get("CRIOPS_SOURCE_MIRROR") and not (REPO.parent / "shared" / "sources" / "SHA256SUMS").is_file():
-        pytest.skip("no source mirror for the legacy runtimes (CRIOPS_SOURCE_MIRROR or ../shared/sources)")
+        pytest.skip(
+            "artifact: no source mirror for the legacy runtimes' pinned archives (set CRIOPS_SOURCE_MIRROR; "
+            "docs/legacy-builds.md)"
+        )
     built = subprocess.run([str(REPO / "hack" / "legacy-runtimes.sh")], capture_output=True, text=True, timeout=1800)
     if built.returncode != 0:
         pytest.fail(f"hack/legacy-runtimes.sh failed:\n{built.stderr[-4000:]}")

@@ -27,7 +27,7 @@ unit:
 	$(VENV)/pytest tests/unit
 
 integration:
-	$(VENV)/pytest -m integration tests/integration
+	$(VENV)/pytest -m integration --durations=25 tests/integration
 
 molecule:
 	$(VENV)/molecule test -s containerd

@@ -11,7 +11,8 @@ through ansible-runner (criops.ansible_run), one node per run:
 
 ``validate.yml`` (critest, or the light probe on the timer)
     Extra variables: ``validate_vars`` below — the node to limit the play to,
-    the CRI endpoint and handler, whether critest runs and with which focus,
+    the CRI endpoint, its CRI API (the catalog's: it picks the crictl/critest
+    generation) and handler, whether critest runs and with which focus,
     skip, parallelism and timeout, the handler checks of the runtime's catalog
     row, image overrides, and ``cri_validate_report_dir`` (the run's own report
     directory, added by ansible_run).
@@ -95,6 +96,8 @@ def validate_vars(target: CheckedSpec, critest: bool, failures_listed: int) -> d
     variables: dict[str, Any] = {
         "criops_validate_hosts": target.node,
         "cri_validate_endpoint": target.endpoint,
+        # Picks crictl/critest: v1alpha2 endpoints are proven with cri-tools v1.13.
+        "cri_validate_cri_api": CATALOG[target.runtime].cri_api,
         "cri_validate_handlers": [target.handler],
         "cri_validate_critest_enabled": critest,
         "cri_validate_critest_focus": list(target.validation.focus),

@@ -19,7 +19,7 @@ from .ansible_run import PlaybookPool, RunResult
 from .core import runtimeclass
 from .core import status as st
 from .core.runtimes import CATALOG
-from .core.spec import CheckedSpec, SpecError, kubelet_speaks_only_v1, resolve
+from .core.spec import CheckedSpec, SpecError, resolve
 from .core.verdicts import Reason
 from .kube import client, nodes
 from .report import StatusWriter, VerdictReporter, now
@@ -100,15 +100,23 @@ class Validator:
     async def require_drained(target: CheckedSpec) -> None:
         """Refuse (for now) a spec change that would run critest on a live Node."""
         if target.validation.critest:
-            blocker = st.critest_blocker(await client.read_node(target.node))
+            node = await client.read_node(target.node)
+            # A kubelet that cannot use the runtime gets no critest, so nothing to drain.
+            blocker = None if st.kubelet_cannot_use(target.runtime, node) else st.critest_blocker(node)
             if blocker:
                 raise TransientError(blocker, reason=Reason.NODE_NOT_DRAINED)
 
     async def validate(self, writer: StatusWriter, name: str, target: CheckedSpec, timer: bool = False) -> None:
-        """Run validate.yml (critest, or the light probe on the timer), then report the verdict."""
-        critest = target.validation.critest and not timer
+        """Run validate.yml (critest, or the light probe on the timer), then report the verdict.
+
+        A CRI v1alpha2 runtime under a kubelet >= 1.26 gets the probe only (what
+        the endpoint answers goes into status.runtime) and the verdict Unsupported.
+        """
+        unsupported = st.kubelet_cannot_use(target.runtime, await client.read_node(target.node))
+        critest = target.validation.critest and not timer and unsupported is None
         if not timer:
-            await writer.write(("Validated", "Unknown", Reason.RUNNING, f"validate.yml with critest on {target.node}"))
+            what = "with critest" if critest else "(probe only)"
+            await writer.write(("Validated", "Unknown", Reason.RUNNING, f"validate.yml {what} on {target.node}"))
         variables = contract.validate_vars(target, critest, failures_listed=100000)
         result = await self.playbooks.run(
             name,
@@ -124,7 +132,10 @@ class Validator:
         probe = contract.probe_report(result.report_dir, target.node) or {}
         if probe.get("runtime", {}).get("name"):
             fields["runtime"] = probe["runtime"]
-        if await self._unsupported(writer, target, probe, fields):
+        if unsupported is not None:
+            fields.setdefault("runtime", {"name": target.runtime, "criApiVersion": CATALOG[target.runtime].cri_api})
+            writer.unsupported = True
+            await self._verdict(writer, target, False, Reason.CRI_V1ALPHA2_ONLY, unsupported, fields)
             return
         if not result.ok:
             reason = Reason.PROBE_FAILED if timer else Reason.VALIDATION_FAILED
@@ -147,24 +158,6 @@ class Validator:
                 # The probe confirms that this generation's critest verdict still holds.
                 reason, message = Reason.CRITEST_PASSED, f"{message}; critest {critest_result}"
         await self._verdict(writer, target, proven, reason, message, fields)
-
-    async def _unsupported(
-        self, writer: StatusWriter, target: CheckedSpec, probe: dict[str, Any], fields: dict[str, Any]
-    ) -> bool:
-        """A v1alpha2-only runtime under a kubelet that speaks only CRI v1: reported Unsupported."""
-        if not (probe.get("criV1") is False and probe.get("reachable")):
-            return False
-        if CATALOG[target.runtime].cri_api != "v1alpha2":
-            return False
-        node = await client.read_node(target.node) or {}
-        kubelet = node.get("status", {}).get("nodeInfo", {}).get("kubeletVersion", "")
-        if not kubelet_speaks_only_v1(kubelet):
-            return False
-        message = f"{target.endpoint} speaks only CRI v1alpha2; kubelet {kubelet or '(unknown)'} needs CRI v1"
-        fields["runtime"] = {"name": target.runtime, "criApiVersion": "v1alpha2"}
-        writer.unsupported = True
-        await self._verdict(writer, target, False, Reason.CRI_V1ALPHA2_ONLY, message, fields)
-        return True
 
     async def _verdict(
         self, writer: StatusWriter, target: CheckedSpec, proven: bool, reason: str, message: str, fields: dict[str, Any]

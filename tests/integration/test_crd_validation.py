@@ -93,6 +93,14 @@ MALFORMED = {
         {"spec__validation": {"timeoutSeconds": 5}},
         ["spec.validation.timeoutSeconds", "greater than or equal to 60"],
     ),
+    "v1alpha2-parallel": (
+        {"spec__runtime": "singularity-cri", "spec__validation": {"parallel": 2}},
+        ["spec.validation", "critest v1.13: validation.parallel must be 1"],
+    ),
+    "v1alpha2-test-images": (
+        {"spec__runtime": "virtlet", "spec__validation": {"testImages": {"webServerTestImage": "r.example/web:1"}}},
+        ["spec.validation", "validation.testImages unset"],
+    ),
     "owned-label-prefix": ({"spec__labels": {"criops.dev/validated": "true"}}, ["spec.labels", "criops.dev/ prefix"]),
     "unknown-field": ({"spec__runtimeClass": "kata"}, ['unknown field "spec.runtimeClass"']),
 }

@@ -1,4 +1,4 @@
-"""The critest report filters, on a real critest v1.37.0 JUnit report."""
+"""The critest report filters, on real JUnit reports of critest v1.37.0 (ginkgo v2) and v1.13.0 (ginkgo v1)."""
 
 from __future__ import annotations
 
@@ -79,6 +79,21 @@ def test_a_failing_suite_setup_is_reported_but_not_counted_as_a_spec():
     assert summary["total"] == 1
     assert summary["skipped"] == 1
     assert summary["failures"] == ["[BeforeSuite]"]
+
+
+def test_a_critest_v1_13_report_is_summarised_like_the_others():
+    # sycri through critest v1.13: ginkgo v1 names specs without "[It]" and stamps no start time.
+    xml = (FIXTURES / "singularity-cri-1.0.0-beta.7-debian12-critest-v1.13.xml").read_text()
+    summary = report.critest_summary(xml, version="v1.13.0", fetched_at="2026-11-26T20:44:57Z")
+    assert (summary["total"], summary["passed"], summary["failed"], summary["skipped"]) == (72, 64, 2, 6)
+    assert summary["finishedAt"] == "2026-11-26T20:44:57Z"
+    assert summary["failures"] == [
+        "[k8s.io] Image Manager public image with digest should be pulled and removed [Conformance]",
+        "[k8s.io] Image Manager listImage should get exactly 3 repoTags in the result image [Conformance]",
+    ]
+    groups = {group["name"]: group["total"] for group in summary["groups"]}
+    assert groups["Security Context"] == 29 and groups["Image Manager"] == 6
+    assert sum(groups.values()) == 72
 
 
 def test_table_has_a_row_per_group_and_the_overall_row():

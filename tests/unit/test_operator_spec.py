@@ -101,6 +101,29 @@ def test_variables_reach_ansible_as_data_not_as_shell_words():
     assert "cri_validate_test_images_override" not in variables
 
 
+def test_the_endpoints_cri_api_picks_the_validation_tools():
+    assert validate_vars(resolve(spec()), critest=True, failures_listed=1)["cri_validate_cri_api"] == "v1"
+    sycri = resolve(spec(runtime="singularity-cri"))
+    assert validate_vars(sycri, critest=True, failures_listed=1)["cri_validate_cri_api"] == "v1alpha2"
+
+
+@pytest.mark.parametrize(
+    ("validation", "field", "expected"),
+    [
+        ({"parallel": 2}, "validation.parallel", "(CRI v1alpha2, critest v1.13) expected 1"),
+        ({"testImages": {"webServerTestImage": "r.example/nginx:1"}}, "validation.testImages", "upstream names"),
+    ],
+)
+def test_v1alpha2_runtimes_refuse_what_critest_v1_13_cannot_do(validation, field, expected):
+    for runtime in ("singularity-cri", "virtlet"):
+        with pytest.raises(SpecError) as refused:
+            resolve(spec(runtime=runtime, validation=validation))
+        assert refused.value.field == field
+        assert expected in str(refused.value)
+    # The same fields are fine for a CRI v1 runtime.
+    assert resolve(spec(validation=validation)).validation
+
+
 def test_the_inventory_holds_one_node_in_its_runtime_group_with_every_string_marked_unsafe():
     target = resolve(spec(access={"host": "10.0.0.7", "port": 2222, "user": "admin", "sshKeySecretRef": {"name": "k"}}))
     hosts = inventory(target, key_file=Path("/run/key"))["all"]["children"]["cri_nodes"]["children"]["containerd"][
@@ -170,7 +193,10 @@ def test_durations(text, seconds):
     assert parse_duration(text) == seconds
 
 
-@pytest.mark.parametrize(("version", "v1_only"), [("v1.25.9", False), ("v1.26.0", True), ("v1.37.2", True), ("", True)])
+@pytest.mark.parametrize(
+    ("version", "v1_only"),
+    [("v1.25.9", False), ("v1.26.0", True), ("v1.37.2", True), ("", False), ("unreadable", True)],
+)
 def test_kubelet_dropped_v1alpha2_in_1_26(version, v1_only):
     assert kubelet_speaks_only_v1(version) is v1_only
 

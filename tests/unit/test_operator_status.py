@@ -125,6 +125,30 @@ def test_critest_waits_for_a_live_node_to_be_drained():
     assert status.critest_blocker(None) is None
 
 
+def _kubelet(version: str | None) -> dict:
+    node: dict = {"metadata": {"name": "n1"}, "status": {}}
+    if version is not None:
+        node["status"]["nodeInfo"] = {"kubeletVersion": version}
+    return node
+
+
+def test_a_v1alpha2_runtime_is_unusable_only_under_a_kubelet_that_dropped_v1alpha2():
+    message = status.kubelet_cannot_use("singularity-cri", _kubelet("v1.37.2"))
+    assert message is not None
+    assert "singularity-cri speaks only CRI v1alpha2, which kubelet v1.37.2 on Node n1 cannot use" in message
+    assert "Run instead: runtime containerd or crun" in message
+    assert "KubeVirt" in (status.kubelet_cannot_use("virtlet", _kubelet("v1.26.0")) or "")
+    # No Node, no kubelet yet, an older kubelet, or a CRI v1 runtime: nothing stands in the way.
+    for runtime, node in [
+        ("singularity-cri", None),
+        ("singularity-cri", _kubelet(None)),
+        ("singularity-cri", _kubelet("")),
+        ("singularity-cri", _kubelet("v1.25.16")),
+        ("containerd", _kubelet("v1.37.2")),
+    ]:
+        assert status.kubelet_cannot_use(runtime, node) is None, (runtime, node)
+
+
 def test_every_waiting_or_running_reason_leaves_the_generation_unfinished():
     from criops.core.verdicts import DEGRADED, IN_PROGRESS, PROVEN, UNFINISHED, WAITING
 

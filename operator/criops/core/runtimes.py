@@ -51,6 +51,8 @@ class Runtime:
     runtime_class: RuntimeClassSpec | None = None
     # Roles site.yml runs for this runtime on top of SHARED_ROLES, in order.
     roles: tuple[str, ...] = field(default=())
+    # For CRI v1alpha2 runtimes: what users run instead under a kubelet >= 1.26.
+    instead: str = ""
 
     @property
     def has_handlers(self) -> bool:
@@ -84,13 +86,20 @@ CATALOG: dict[str, Runtime] = {
             roles=(*_CONTAINERD, "kata"),
         ),
         # Archived runtimes that only ever spoke CRI v1alpha2 (dropped by kubelet 1.26).
-        Runtime("virtlet", "unix:///run/virtlet.sock", "v1alpha2", "virtlet"),
+        Runtime(
+            "virtlet",
+            "unix:///run/virtlet.sock",
+            "v1alpha2",
+            "virtlet",
+            instead="KubeVirt for VMs as pods, or runtime kata for pods in their own VM",
+        ),
         Runtime(
             "singularity-cri",
             "unix:///var/run/singularity.sock",
             "v1alpha2",
             "singularity_cri",
             roles=("singularity_cri",),
+            instead="runtime containerd or crun with the image as OCI (Apptainer converts SIF to OCI)",
         ),
     )
 }

@@ -231,6 +231,17 @@ def resolve(spec: dict[str, Any], role_variables: Mapping[str, frozenset[str]] |
             raise SpecError("runtimeHandler", f"expected a RuntimeClass handler name, got {handler!r}")
         if facts.handler_fixed and handler != facts.handler:
             raise SpecError("runtimeHandler", f"runtime {runtime} validates the containerd handler '{facts.handler}'")
+    validation = _validation(spec)
+    if facts.cri_api == "v1alpha2":
+        # critest v1.13 runs in one process and pulls every image by its upstream name.
+        if validation.parallel != 1:
+            raise SpecError("validation.parallel", f"runtime {runtime} (CRI v1alpha2, critest v1.13) expected 1")
+        if validation.test_images:
+            raise SpecError(
+                "validation.testImages",
+                f"runtime {runtime} (CRI v1alpha2, critest v1.13) takes no test images: serve its images "
+                "under their upstream names through the runtime's registry mirrors",
+            )
     labels = _labels(spec)
     provision, provision_vars = _provision_vars(spec, runtime, role_variables or {})
     return CheckedSpec(
@@ -241,7 +252,7 @@ def resolve(spec: dict[str, Any], role_variables: Mapping[str, frozenset[str]] |
         endpoint=endpoint,
         handler=handler,
         access=_access(spec),
-        validation=_validation(spec),
+        validation=validation,
         provision=provision,
         provision_vars=provision_vars,
         labels=labels,
@@ -250,8 +261,14 @@ def resolve(spec: dict[str, Any], role_variables: Mapping[str, frozenset[str]] |
 
 
 def kubelet_speaks_only_v1(kubelet_version: str) -> bool:
-    """kubelet 1.26 dropped CRI v1alpha2: True for such a kubelet (e.g. v1.37.2)."""
-    match = re.match(r"^v?(\d+)\.(\d+)", kubelet_version or "")
+    """kubelet 1.26 dropped CRI v1alpha2: True for such a kubelet (e.g. v1.37.2).
+
+    "" is a Node no kubelet has reported for (not joined yet): nothing there
+    needs CRI v1.
+    """
+    if not kubelet_version:
+        return False
+    match = re.match(r"^v?(\d+)\.(\d+)", kubelet_version)
     if not match:
-        return True  # An unknown kubelet is assumed current.
+        return True  # A kubelet whose version cannot be read is assumed current.
     return (int(match.group(1)), int(match.group(2))) >= (1, 26)

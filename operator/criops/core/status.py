@@ -5,6 +5,8 @@ from __future__ import annotations
 from typing import Any, Literal
 
 from .conditions import find, is_true
+from .runtimes import CATALOG
+from .spec import kubelet_speaks_only_v1
 from .verdicts import DEGRADED, IN_PROGRESS, WAITING, Reason
 
 Phase = Literal["Pending", "Provisioning", "Validating", "Ready", "Degraded", "Failed", "Unsupported"]
@@ -92,4 +94,19 @@ def critest_blocker(node: dict[str, Any] | None) -> str | None:
         f"Node {name} is Ready and schedulable: critest needs the CRI server to itself. "
         f"Drain it (kubectl drain {name} --ignore-daemonsets), or validate before it joins; "
         "spec.validation.critest: false keeps only the light probe"
+    )
+
+
+def kubelet_cannot_use(runtime: str, node: dict[str, Any] | None) -> str | None:
+    """Why this Node's kubelet cannot use `runtime` (a CRI v1alpha2-only runtime
+    under a kubelet >= 1.26), or None: no kubelet yet, an older one, or a CRI v1 runtime."""
+    facts = CATALOG[runtime]
+    kubelet = ((node or {}).get("status", {}).get("nodeInfo") or {}).get("kubeletVersion", "")
+    if facts.cri_api != "v1alpha2" or not kubelet_speaks_only_v1(kubelet):
+        return None
+    name = (node or {}).get("metadata", {}).get("name", "?")
+    return (
+        f"{runtime} speaks only CRI v1alpha2, which kubelet {kubelet} on Node {name} cannot use "
+        f"(kubelet >= 1.26 speaks only CRI v1). Run instead: {facts.instead}. "
+        "criops still proves it on a Node without a kubelet or with kubelet < 1.26"
     )

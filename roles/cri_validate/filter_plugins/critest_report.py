@@ -80,9 +80,17 @@ def _finished_at(started_at: str, duration: float) -> str:
 
 
 def critest_summary(
-    junit_xml: str, version: str = "unknown", handler: str = "default", failures_listed: int = 20
+    junit_xml: str,
+    version: str = "unknown",
+    handler: str = "default",
+    failures_listed: int = 20,
+    fetched_at: str = "",
 ) -> dict[str, Any]:
-    """Counts overall and per group, the first failures, and the run's timing."""
+    """Counts overall and per group, the first failures, and the run's timing.
+
+    ginkgo v1's report (critest v1.13) stamps no start time: the run then
+    finished when the controller fetched the report (`fetched_at`).
+    """
     root = ET.fromstring(junit_xml)
     suites = [root] if root.tag == "testsuite" else root.findall("testsuite")
     groups: dict[str, dict[str, int]] = {}
@@ -111,7 +119,7 @@ def critest_summary(
         "handler": handler,
         **totals,
         "durationSeconds": round(duration, 1),
-        "finishedAt": _finished_at(started_at, duration),
+        "finishedAt": _finished_at(started_at, duration) if started_at else fetched_at,
         "groups": [{"name": name, **counts} for name, counts in sorted(groups.items())],
         "failures": failures[:failures_listed],
         "failuresOmitted": max(0, len(failures) - failures_listed),

@@ -29,8 +29,15 @@ unit:
 integration:
 	$(VENV)/pytest -m integration --durations=25 tests/integration
 
+# singularity_cri on Debian 13 only: tests/integration/test_singularity_cri.py
+# proves the role on Debian 12 (install, idempotence, pods, critest, reset).
 molecule:
 	$(VENV)/molecule test -s containerd
+	@if hack/legacy-runtimes.sh --mirror >/dev/null; then \
+	  $(VENV)/molecule test -s singularity_cri --platform-name criops-singularity-cri-debian13; \
+	else \
+	  echo "molecule singularity_cri skipped: no source mirror for the legacy runtimes (docs/legacy-builds.md)"; \
+	fi
 
 bench: bootstrap
 	hack/bench.sh

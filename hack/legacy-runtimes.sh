@@ -9,7 +9,16 @@
 # Runs at nice 10 at least. Singularity (a serial make) builds beside the two
 # Go builds, which run one after the other: two lanes for two cores. Each
 # build is cached by its own recipe hash, so a second run takes seconds.
+#   hack/legacy-runtimes.sh --mirror   print the source mirror the builds use,
+#                                      or exit 1 when none is configured
 . "$(dirname "$0")/lib.sh"
+
+if [[ ${1:-} == --mirror ]]; then
+  mirror=$(source_mirror)
+  [[ -n $mirror ]] || exit 1
+  echo "$mirror"
+  exit 0
+fi
 
 if (($(nice) < 10)); then
   exec nice -n $((10 - $(nice))) "$0" "$@"

@@ -20,7 +20,6 @@ import json
 import random
 import shutil
 import statistics
-import subprocess
 import sys
 import time
 from datetime import datetime
@@ -39,7 +38,7 @@ from testworld.cluster import (
     runtime_node,
 )
 from testworld.control_plane import ControlPlane
-from testworld.hosts import Node, local_host, ssh_port, write_inventory
+from testworld.hosts import Node, local_host, run_playbook, ssh_port, write_inventory
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -142,9 +141,9 @@ def ready(workdir: Path) -> list[str]:
     operator = None
     try:
         port = ssh_port(host)
-        inventory = write_inventory(workdir, Node(host), host_vars={"ansible_host": "127.0.0.1", "ansible_port": port})
-        subprocess.run([str(Path(sys.executable).parent / "ansible-playbook"), "-i", str(inventory),
-                        str(ROOT / "playbooks" / "site.yml")], check=True, capture_output=True)  # fmt: skip
+        converged = run_playbook(write_inventory(workdir, Node(host)))
+        if converged.returncode != 0:
+            raise SystemExit(f"site.yml on {host} failed:\n{converged.stdout[-4000:]}")
         install_crd(plane)
         kubeconfig = install_operator_access(plane, workdir)
         register_node(plane, host, {}, [])

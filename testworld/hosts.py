@@ -109,8 +109,9 @@ def write_inventory(
     group: str = "containerd",
 ) -> Path:
     """A YAML inventory for `node` in cri_nodes' child group `group` (with kata: in containerd's
-    child group kata), with inventory/local's group_vars. The node is reached with podman exec unless `host_vars` say
-    otherwise (SSH: ansible_host and ansible_port).
+    child group kata), with inventory/local's group_vars. The node is reached over SSH on the
+    loopback port hack/local-host.sh published, as a node is (inventory/local's group_vars hold
+    the user, key and multiplexing), unless `host_vars` say otherwise.
 
     group_vars are found relative to the inventory file, so they are linked next
     to it; they find the repository through CRIOPS_ROOT, which run_playbook sets.
@@ -119,7 +120,7 @@ def write_inventory(
     group_vars = directory / "group_vars"
     if not group_vars.exists():
         group_vars.symlink_to(LOCAL_INVENTORY / "group_vars", target_is_directory=True)
-    hosts = {node.name: host_vars or {"ansible_connection": "containers.podman.podman"}}
+    hosts = {node.name: host_vars or {"ansible_host": "127.0.0.1", "ansible_port": ssh_port(node.name)}}
     body = {"children": {"kata": {"hosts": hosts}}} if kata else {"hosts": hosts}
     inventory = {"all": {"children": {"cri_nodes": {"children": {group: body}}}}}
     path = directory / "hosts.yml"

@@ -2,7 +2,7 @@
 
 Each test module gets its own throwaway Debian systemd container from
 localhost/criops-test-host:bookworm, started with hack/local-host.sh and removed
-afterwards, reached over the containers.podman.podman connection.
+afterwards, reached over SSH on its published loopback port, as a node is.
 """
 
 from __future__ import annotations

@@ -14,7 +14,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[2]
 PATCHES = REPO / "hack" / "patches"
-MIRROR = REPO.parent / "shared" / "sources"
+LEGACY_RUNTIMES = REPO / "hack" / "legacy-runtimes.sh"
 # Pins of the source archives hack/legacy-runtimes.sh builds, by prefix in hack/versions.env.
 PINS = ("SINGULARITY", "SINGULARITY_CRI", "CRI_TOOLS_V1ALPHA2", "VIRTLET")
 # The archive each patch folder applies to.
@@ -23,6 +23,22 @@ PATCHED = {
     "singularity-cri-1.0.0-beta.7": "SINGULARITY_CRI",
     "cri-tools-v1.13.0": "CRI_TOOLS_V1ALPHA2",
 }
+
+
+def source_mirror(env: dict[str, str] | None = None, script: Path = LEGACY_RUNTIMES) -> str | None:
+    """The source mirror the legacy builds use (hack/legacy-runtimes.sh --mirror), or None."""
+    found = subprocess.run([str(script), "--mirror"], capture_output=True, text=True, env=env, check=False)
+    return found.stdout.strip() if found.returncode == 0 else None
+
+
+def _local_mirror() -> Path | None:
+    url = source_mirror()
+    return Path(url.removeprefix("file://")) if url and url.startswith("file://") else None
+
+
+MIRROR = _local_mirror()
+NO_MIRROR = "no local source mirror (hack/legacy-runtimes.sh --mirror)"
+HAS_MIRROR = MIRROR is not None and (MIRROR / "SHA256SUMS").is_file()
 
 
 def versions() -> dict[str, str]:
@@ -47,7 +63,7 @@ def test_every_archive_is_pinned_with_a_name_version_sha256_and_upstream_url():
         assert pins[f"{pin}_URL"].startswith("https://github.com/"), pin
 
 
-@pytest.mark.skipif(not (MIRROR / "SHA256SUMS").is_file(), reason="no local source mirror beside the checkout")
+@pytest.mark.skipif(not HAS_MIRROR, reason=NO_MIRROR)
 def test_the_pins_match_the_local_mirror():
     sums = dict(reversed(line.split()) for line in (MIRROR / "SHA256SUMS").read_text().splitlines() if line)
     pins = versions()
@@ -60,9 +76,21 @@ def checkout(tmp_path: Path) -> Path:
     """A copy of hack/lib.sh and its pins in a checkout of its own, with no mirror beside it."""
     root = tmp_path / "repo"
     (root / "hack").mkdir(parents=True)
-    for name in ("lib.sh", "versions.env"):
+    for name in ("lib.sh", "versions.env", "legacy-runtimes.sh"):
         shutil.copy(REPO / "hack" / name, root / "hack" / name)
     return root
+
+
+def test_the_mirror_is_the_configured_one_or_none(checkout: Path):
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(checkout)}
+    script = checkout / "hack" / "legacy-runtimes.sh"
+    assert source_mirror(env, script) is None
+    assert source_mirror({**env, "CRIOPS_SOURCE_MIRROR": "/srv/sources/"}, script) == "file:///srv/sources"
+    assert source_mirror({**env, "CRIOPS_SOURCE_MIRROR": "https://m.example/src"}, script) == "https://m.example/src"
+    beside = checkout.parent / "shared" / "sources"
+    beside.mkdir(parents=True)
+    (beside / "SHA256SUMS").write_text("")
+    assert source_mirror(env, script) == f"file://{beside}"
 
 
 def fetch(root: Path, archive: str, url: str, sum_: str, mirror: str | None = None):
@@ -121,7 +149,7 @@ def test_every_patch_says_why_before_its_diff(patch: Path):
     assert "patch -p1" in header
 
 
-@pytest.mark.skipif(not (MIRROR / "SHA256SUMS").is_file(), reason="no local source mirror beside the checkout")
+@pytest.mark.skipif(not HAS_MIRROR, reason=NO_MIRROR)
 @pytest.mark.parametrize("folder", sorted(PATCHED))
 def test_the_patches_apply_to_their_pinned_archive(folder: str, tmp_path: Path):
     pins = versions()

@@ -112,7 +112,7 @@ class Validator:
         A CRI v1alpha2 runtime under a kubelet >= 1.26 gets the probe only (what
         the endpoint answers goes into status.runtime) and the verdict Unsupported.
         """
-        unsupported = st.kubelet_cannot_use(target.runtime, await client.read_node(target.node))
+        unsupported = await self._kubelet_cannot_use(target)
         critest = target.validation.critest and not timer and unsupported is None
         if not timer:
             what = "with critest" if critest else "(probe only)"
@@ -158,6 +158,14 @@ class Validator:
                 # The probe confirms that this generation's critest verdict still holds.
                 reason, message = Reason.CRITEST_PASSED, f"{message}; critest {critest_result}"
         await self._verdict(writer, target, proven, reason, message, fields)
+
+    @staticmethod
+    async def _kubelet_cannot_use(target: CheckedSpec) -> str | None:
+        """st.kubelet_cannot_use for the target's Node, read only for CRI v1alpha2 runtimes:
+        every probe of every other runtime would otherwise pay a Node GET for nothing."""
+        if CATALOG[target.runtime].cri_api != "v1alpha2":
+            return None
+        return st.kubelet_cannot_use(target.runtime, await client.read_node(target.node))
 
     async def _verdict(
         self, writer: StatusWriter, target: CheckedSpec, proven: bool, reason: str, message: str, fields: dict[str, Any]

@@ -22,6 +22,7 @@ PATCHED = {
     "singularity-3.4.1": "SINGULARITY",
     "singularity-cri-1.0.0-beta.7": "SINGULARITY_CRI",
     "cri-tools-v1.13.0": "CRI_TOOLS_V1ALPHA2",
+    "virtlet-1.5.1": "VIRTLET",
 }
 
 
@@ -61,6 +62,22 @@ def test_every_archive_is_pinned_with_a_name_version_sha256_and_upstream_url():
         assert pins[f"{pin}_ARCHIVE"].endswith(".tar.gz"), pin
         assert re.fullmatch(r"[0-9a-f]{64}", pins[f"{pin}_SHA256"]), pin
         assert pins[f"{pin}_URL"].startswith("https://github.com/"), pin
+
+
+def test_every_patch_folder_names_a_pinned_version():
+    pins = versions()
+    assert {folder.name for folder in PATCHES.iterdir()} == set(PATCHED)
+    for folder, pin in PATCHED.items():
+        assert folder.endswith("-" + pins[f"{pin}_VERSION"]), folder
+
+
+def test_the_virtlet_version_stamp_is_its_pinned_commit():
+    pins = versions()
+    commit = pins["VIRTLET_COMMIT"]
+    assert re.fullmatch(r"[0-9a-f]{40}", commit)
+    assert commit in pins["VIRTLET_URL"]
+    # `git describe` of that commit: the tag, commits since, and its short hash.
+    assert re.fullmatch(rf"v{re.escape(pins['VIRTLET_VERSION'])}-\d+-g{commit[:8]}", pins["VIRTLET_GIT_VERSION"])
 
 
 @pytest.mark.skipif(not HAS_MIRROR, reason=NO_MIRROR)

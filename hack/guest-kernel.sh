@@ -9,14 +9,10 @@ if [[ -s $dest/vmlinuz ]]; then
   echo "$dest/vmlinuz"
   exit 0
 fi
-package=$(apt-cache depends linux-image-amd64 | sed -n 's/.*Depends: \(linux-image-[0-9].*\)/\1/p' | head -1)
-[[ -n $package ]] || die "apt-cache knows no linux-image-amd64 (run apt-get update)"
+package=$(debian_kernel_package linux-image-amd64)
 work=$(mktemp -d)
-chmod 755 "$work"  # apt downloads as _apt
 trap 'rm -rf "$work"' EXIT
-log "downloading $package for the guest kernel"
-(cd "$work" && apt-get download "$package" >/dev/null) || die "apt-get download $package failed"
-dpkg-deb -x "$work"/*.deb "$work/root"
+deb_unpack "$work" "$package"
 mkdir -p "$dest"
 cp "$work"/root/boot/vmlinuz-* "$dest/vmlinuz.tmp"
 mv "$dest/vmlinuz.tmp" "$dest/vmlinuz"

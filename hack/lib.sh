@@ -151,3 +151,25 @@ build_is_current() {
 
 # record_build NAME KEY: NAME was built from the recipe KEY.
 record_build() { echo "$2" >"$CRIOPS_CACHE/$1.recipe"; }
+
+# debian_kernel_package META: the versioned linux-image package a Debian
+# kernel metapackage (linux-image-amd64, linux-image-cloud-amd64) depends on.
+debian_kernel_package() {
+  local package
+  package=$(apt-cache depends "$1" | sed -n 's/.*Depends: \(linux-image-[0-9].*\)/\1/p' | head -1)
+  [[ -n $package ]] || die "apt-cache knows no $1 (run apt-get update)"
+  echo "$package"
+}
+
+# deb_unpack DIR PACKAGE...: each package downloaded (not installed) with
+# apt-get download into DIR and unpacked into DIR/root.
+deb_unpack() {
+  local dir=$1 deb
+  shift
+  mkdir -p "$dir"
+  # apt downloads as _apt (unsandboxed, with a warning, where _apt cannot write).
+  if [[ $(id -u) == 0 ]]; then chown _apt "$dir"; else chmod 755 "$dir"; fi
+  log "downloading $*"
+  (cd "$dir" && apt-get download "$@" >/dev/null) || die "apt-get download $* failed"
+  for deb in "$dir"/*.deb; do dpkg-deb -x "$deb" "$dir/root"; done
+}

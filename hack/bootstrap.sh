@@ -4,14 +4,18 @@
 # tools and test control plane (etcd, kube-apiserver, kubectl), the test-host
 # images, the local registry with its images, the containerd tarball the
 # air-gapped install path is tested with, the guest kernel of the Kata host
-# check, and the legacy CRI v1alpha2 runtimes built from source archives.
+# check, the legacy CRI v1alpha2 runtimes built from source archives and the
+# guest images virtlet runs.
 # Idempotent and cached under $CRIOPS_CACHE: a second run takes seconds.
 . "$(dirname "$0")/lib.sh"
 
 apt_packages=(podman slirp4netns runc debootstrap docker-registry skopeo jq curl bc openssh-client openssl)
 # Build deps of the legacy runtimes built from source (hack/legacy-runtimes.sh).
 apt_packages+=(build-essential patch pkg-config libssl-dev uuid-dev libgpgme-dev libseccomp-dev
-  squashfs-tools cryptsetup-bin)
+  squashfs-tools cryptsetup-bin libvirt-dev libguestfs-dev)
+# The virtlet guest images (hack/vm-images.sh): a syslinux-booted FAT disk,
+# a busybox initramfs, qcow2; QEMU to boot one by hand (docs/legacy-builds.md).
+apt_packages+=(syslinux syslinux-common mtools dosfstools fdisk cpio kmod qemu-utils qemu-system-x86)
 
 missing=()
 for pkg in "${apt_packages[@]}"; do
@@ -42,8 +46,8 @@ if [[ ! -f $CRIOPS_CACHE/ssh/id_ed25519 ]]; then
 fi
 
 "$CRIOPS_ROOT/hack/go-tools.sh"
-# Singularity, singularity-cri and the v1alpha2 crictl/critest, from pinned
-# source archives (docs/legacy-builds.md): minutes the first time, niced.
+# Singularity, singularity-cri, virtlet and the v1alpha2 crictl/critest, from
+# pinned source archives (docs/legacy-builds.md): minutes the first time, niced.
 # The pins are sums of the source mirror's archives (hack/versions.env): with
 # no mirror there is nothing they can be built from, and the tests that need
 # them say so when they skip.
@@ -58,4 +62,5 @@ fi
 "$CRIOPS_ROOT/hack/test-images.sh"
 "$CRIOPS_ROOT/hack/containerd-tarball.sh" >/dev/null
 "$CRIOPS_ROOT/hack/guest-kernel.sh" >/dev/null
+"$CRIOPS_ROOT/hack/vm-images.sh" >/dev/null
 log "bootstrap complete"

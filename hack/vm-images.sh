@@ -20,7 +20,7 @@ images=("${names[@]/#/$dest/}")
 images=("${images[@]/%/.qcow2}")
 kernel=$(debian_kernel_package linux-image-cloud-amd64)
 # Downloaded: the kernel and busybox. Installed build tools whose bytes land
-# in the image: syslinux (its MBR, ldlinux), mtools and dosfstools.
+# in the image: syslinux (its MBR, ldlinux), mtools, dosfstools, qemu-img.
 downloaded=("$kernel" busybox-static)
 tools=(syslinux syslinux-common mtools dosfstools qemu-utils)
 package_versions() {

@@ -80,6 +80,26 @@ def first_run(
     return run_playbook(libvirt_inventory, "playbooks/site.yml", libvirt_vars)
 
 
+@pytest.mark.parametrize(
+    ("wrong", "words"),
+    [
+        ({"libvirt_accel": "fast"}, "value of libvirt_accel must be one of: auto, kvm, tcg, got: fast"),
+        ({"libvirt_check_kernel": "/nonexistent/vmlinuz"}, "libvirt_check_kernel must name a guest kernel file"),
+        ({"libvirt_check": False}, "with libvirt_check false libvirt_accel must be kvm or tcg (got 'auto')"),
+    ],
+)
+def test_wrong_inputs_are_refused_before_anything_changes(
+    libvirt_inventory: Path, libvirt_vars: dict, test_host: Node, fresh_packages: set[str], wrong: dict, words: str
+) -> None:
+    before = _installed(test_host)
+    run = run_playbook(libvirt_inventory, "playbooks/site.yml", {**libvirt_vars, **wrong})
+    assert run.returncode != 0, run.stdout[-3000:]
+    assert words in flat(run.stdout), run.stdout[-3000:]
+    assert "Provision virtlet nodes" not in run.stdout
+    assert _installed(test_host) == before
+    assert _packages(test_host) == fresh_packages
+
+
 def test_check_mode_on_a_fresh_node(check_run: subprocess.CompletedProcess[str], test_host: Node) -> None:
     assert check_run.returncode == 0, check_run.stdout[-6000:]
     assert "Provision virtlet nodes" in check_run.stdout

@@ -88,8 +88,8 @@ def _default_missing_a_required_suboption(tree: Path) -> None:
 def _computed_fact_like_an_input(tree: Path) -> None:
     tasks = tree / "roles" / "kata" / "tasks" / "host-check.yml"
     text = tasks.read_text()
-    assert "register: _kata_kvm_device" in text
-    tasks.write_text(text.replace("register: _kata_kvm_device", "register: kata_kvm_device"))
+    assert "register: _kata_check_dir" in text
+    tasks.write_text(text.replace("register: _kata_check_dir", "register: kata_check_dir"))
 
 
 BREAKAGES: dict[str, tuple[Callable[[Path], None], str]] = {
@@ -124,7 +124,7 @@ BREAKAGES: dict[str, tuple[Callable[[Path], None], str]] = {
     ),
     "computed-fact-like-an-input": (
         _computed_fact_like_an_input,
-        "roles/kata/tasks/host-check.yml: kata_kvm_device is set by the role but is not one of its options",
+        "roles/kata/tasks/host-check.yml: kata_check_dir is set by the role but is not one of its options",
     ),
 }
 

@@ -91,6 +91,7 @@ CATALOG: dict[str, Runtime] = {
             "unix:///run/virtlet.sock",
             "v1alpha2",
             "virtlet",
+            roles=("libvirt",),
             instead="KubeVirt for VMs as pods, or runtime kata for pods in their own VM",
         ),
         Runtime(

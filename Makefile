@@ -4,7 +4,7 @@ VENV := .venv/bin
 export PATH := $(CURDIR)/$(VENV):$(PATH)
 export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 
-.PHONY: bootstrap demo test lint unit integration molecule bench bench-operator image clean
+.PHONY: bootstrap demo test lint unit integration molecule critest-virtlet bench bench-operator image clean
 
 bootstrap:
 	hack/bootstrap.sh
@@ -34,10 +34,16 @@ integration:
 molecule:
 	$(VENV)/molecule test -s containerd
 	@if hack/legacy-runtimes.sh --mirror >/dev/null; then \
-	  $(VENV)/molecule test -s singularity_cri --platform-name criops-singularity-cri-debian13; \
+	  $(VENV)/molecule test -s singularity_cri --platform-name criops-singularity-cri-debian13 && \
+	  $(VENV)/molecule test -s virtlet; \
 	else \
-	  echo "molecule singularity_cri skipped: no source mirror for the legacy runtimes (docs/legacy-builds.md)"; \
+	  echo "molecule singularity_cri and virtlet skipped: no source mirror for the legacy runtimes (docs/legacy-builds.md)"; \
 	fi
+
+## The whole critest v1.13 suite against virtlet on a fresh test host (11-15 min
+## under TCG): the table of docs/critest-results.md. make test runs a focused set.
+critest-virtlet: bootstrap
+	$(VENV)/python -m testworld.critest_full virtlet
 
 bench: bootstrap
 	hack/bench.sh

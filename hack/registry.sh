@@ -65,7 +65,15 @@ http:
 EOF
   # setsid + nohup: its own session, so it outlives this script, the terminal and
   # the CI step that started it. Without job control $! is the registry itself.
-  setsid nohup docker-registry serve "$config" >"$logfile" 2>&1 </dev/null &
+  # Descriptors the caller holds open (a build lock) are closed first: the
+  # registry would otherwise hold them for as long as it runs.
+  (
+    for fd in /proc/$BASHPID/fd/*; do
+      fd=${fd##*/}
+      ((fd > 2)) && eval "exec $fd>&-"
+    done
+    exec setsid nohup docker-registry serve "$config" >"$logfile" 2>&1 </dev/null
+  ) &
   local pid=$!
   echo "$pid" >"$pidfile"
   for _ in $(seq 50); do

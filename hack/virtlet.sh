@@ -4,7 +4,8 @@
 # virtlet and its glide.lock dependencies) with criops' patches in
 # hack/patches/, packed as
 #   $CRIOPS_CACHE/artifacts/virtlet-<version>-linux-<arch>.tar.gz
-# (+ .sha256): usr/local/bin/{virtlet,vmwrapper,virtletctl}, a tree rooted at /.
+# (+ .sha256): usr/local/bin/{virtlet,vmwrapper,virtletctl}, a tree rooted at /
+# (vmwrapper setuid root).
 # Built as upstream's build/cmd.sh does: GOPATH mode, cgo against libvirt-dev
 # and libguestfs-dev (nodes need libvirt0 and libguestfs0), the version
 # stamped into pkg/version.
@@ -52,6 +53,10 @@ mkdir -p "$work/root/usr/local/bin"
 version_out=$("$work/root/usr/local/bin/virtlet" --version --version-format short)
 [[ $version_out == "$VIRTLET_GIT_VERSION" ]] ||
   die "the built virtlet says version '$version_out', not $VIRTLET_GIT_VERSION"
+# vmwrapper is setuid root, as in virtlet's image: libvirt runs the emulator
+# as its QEMU user, and vmwrapper joins the VM's namespaces before it drops to
+# that user and execs QEMU.
+chmod 4755 "$work/root/usr/local/bin/vmwrapper"
 mkdir -p "$(dirname "$tarball")"
 # No entries for usr/ or usr/local/bin/: unpacked at / they would reset those
 # directories' modes and times, or replace a directory symlink by a directory.

@@ -9,6 +9,10 @@
 # ttyS0: virtlet's container log is the serial console) and a busybox-static
 # initramfs with the virtio modules eth0 needs; hack/vm-images/init is its
 # /init. The system lives in the initramfs alone, so the disk is never written.
+# Each image is then pushed to the local registry as the one layer of
+# criops/vm-images/<name>:latest, so that nodes download it over plain HTTP
+# from http://<registry>/v2/criops/vm-images/<name>/blobs/sha256:<its sha256>
+# (inventory/local/group_vars/virtlet.yml); skipped when the registry has it.
 # Prints the image paths. Cached by a hash of this script, hack/vm-images/ and
 # the Debian package versions used: a no-op when those are unchanged.
 . "$(dirname "$0")/lib.sh"
@@ -33,8 +37,42 @@ package_versions() {
 versions=$(package_versions)
 key=$(recipe_hash "${BASH_SOURCE[0]}" "$here"/* <(echo "$versions"))
 
+# push_image NAME: the qcow2 of NAME as a blob of the local registry, with an
+# OCI manifest that holds it (unreferenced blobs are the registry's garbage).
+push_image() {
+  local name=$1 file="$dest/$1.qcow2" repo="criops/vm-images/$1" registry="http://$REGISTRY_ADDR"
+  local digest config='{}' config_digest size
+  digest=sha256:$(cut -d' ' -f1 "$file.sha256")
+  curl -fsS -o /dev/null --head "$registry/v2/$repo/blobs/$digest" 2>/dev/null && return 0
+  log "pushing $name to $registry/v2/$repo"
+  config_digest=sha256:$(printf '%s' "$config" | sha256sum | cut -d' ' -f1)
+  registry_upload "$registry" "$repo" "$config_digest" <(printf '%s' "$config") ||
+    die "cannot push $name's config to $registry"
+  registry_upload "$registry" "$repo" "$digest" "$file" || die "cannot push $name to $registry"
+  size=$(stat -c %s "$file")
+  curl -fsS -X PUT -H 'Content-Type: application/vnd.oci.image.manifest.v1+json' --data-binary @- \
+    "$registry/v2/$repo/manifests/latest" >/dev/null <<EOF || die "cannot push $name's manifest to $registry"
+{"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+ "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": "$config_digest", "size": ${#config}},
+ "layers": [{"mediaType": "application/vnd.criops.vm-image.qcow2", "digest": "$digest", "size": $size}]}
+EOF
+}
+# registry_upload REGISTRY REPO DIGEST FILE: one monolithic blob upload.
+registry_upload() {
+  local location
+  location=$(curl -fsS -X POST -D - -o /dev/null "$1/v2/$2/blobs/uploads/" | tr -d '\r' |
+    sed -n 's/^[Ll]ocation: //p')
+  [[ -n $location ]] || return 1
+  [[ $location == http* ]] || location="$1$location"
+  [[ $location == *\?* ]] && location+="&" || location+="?"
+  curl -fsS -X PUT -H 'Content-Type: application/octet-stream' --data-binary "@$4" "${location}digest=$3" >/dev/null
+}
+
+# Before the build lock: a registry started later would inherit (and hold) it.
+"$CRIOPS_ROOT/hack/registry.sh"
 if build_is_current vm-images "$key" "${images[@]/%/.sha256}"; then
   log "virtlet guest images are current: $dest"
+  for name in "${names[@]}"; do push_image "$name"; done
   printf '%s\n' "${images[@]}"
   exit 0
 fi
@@ -54,11 +92,12 @@ kver=${kernel#linux-image-}
 epoch=$(stat -c %Y "$debs/boot/vmlinuz-$kver")
 export SOURCE_DATE_EPOCH=$epoch TZ=UTC
 
-# The modules eth0 needs with what they depend on, in load order.
+# The modules the guest loads (eth0, the ACPI power button) with what they
+# depend on, in load order.
 depmod -b "$debs" "$kver"
-virtio_modules() {
+guest_modules() {
   local module deps dep
-  for module in virtio_pci virtio_net; do
+  for module in virtio_pci virtio_net button evdev; do
     deps=$(grep "/$module\.ko:" "$debs/lib/modules/$kver/modules.dep") || die "$kernel has no $module module"
     # modules.dep lists a module's dependencies last-loaded first.
     for dep in $(tr ' ' '\n' <<<"${deps#*:}" | tac) "${deps%%:*}"; do echo "$dep"; done
@@ -73,7 +112,7 @@ initramfs_of() {
   install -m 0755 "$here/init" "$root/init"
   install -m 0755 "$here/udhcpc.script" "$root/etc/udhcpc.script"
   echo "$name" >"$root/etc/criops-vm-image"
-  for module in $(virtio_modules); do
+  for module in $(guest_modules); do
     install -m 0644 "$debs/lib/modules/$kver/$module" "$root/lib/modules/"
     basename "$module" >>"$root/etc/modules"
   done
@@ -124,5 +163,6 @@ for name in "${names[@]}"; do
   (cd "$dest" && sha256sum "$name.qcow2") >"$dest/$name.qcow2.sha256"
 done
 record_build vm-images "$key"
+for name in "${names[@]}"; do push_image "$name"; done
 log "virtlet guest images built in ${SECONDS}s from: $(tr '\n' ' ' <<<"$versions")"
 printf '%s\n' "${images[@]}"

@@ -254,3 +254,17 @@ def phase_is(plane: ControlPlane, name: str, *phases: str, generation: int | Non
         return False
 
     return check
+
+
+def report_kubelet(world: dict[str, Any], version: str) -> None:
+    """What a kubelet of `version` reports in the world's Node's status (there is no kubelet)."""
+    patch = json.dumps({"status": {"nodeInfo": {"kubeletVersion": version}}})
+    done = world["plane"].kubectl(
+        "patch", "node", world["host"].name, "--subresource=status", "--type=merge", "-p", patch
+    )
+    assert done.returncode == 0, done.stderr
+
+
+def node_labels(world: dict[str, Any]) -> dict[str, str]:
+    """The labels of the world's Node."""
+    return kubectl_json(world["plane"], "get", "node", world["host"].name)["metadata"].get("labels", {})

@@ -7,12 +7,14 @@ the benchmarks use these helpers.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
 import shutil
 import subprocess
 import sys
+import tarfile
 import urllib.parse
 import uuid
 from dataclasses import dataclass
@@ -203,3 +205,16 @@ def play_recap(output: str) -> dict[str, dict[str, int]]:
 def flat(text: str) -> str:
     """Text with every whitespace run made one space: Ansible wraps long messages."""
     return " ".join(text.split())
+
+
+def member_sha256(tarball: Path, member: str) -> str:
+    """The sha256 of one file inside a tarball."""
+    with tarfile.open(tarball) as archive:
+        extracted = archive.extractfile(member)
+        assert extracted is not None, f"{member} is not a file in {tarball}"
+        return hashlib.file_digest(extracted, "sha256").hexdigest()
+
+
+def crictl(node: Node, endpoint: str, args: str, check: bool = True, tools: str = "crictl-v1alpha2"):
+    """crictl (by default the CRI v1alpha2 one) against `endpoint` on the node."""
+    return node.sh(f"{tools} --runtime-endpoint {endpoint} --image-endpoint {endpoint} {args}", check=check)

@@ -14,7 +14,9 @@ through ansible-runner (criops.ansible_run), one node per run:
     the CRI endpoint, its CRI API (the catalog's: it picks the crictl/critest
     generation) and handler, whether critest runs and with which focus,
     skip, parallelism and timeout, the handler checks of the runtime's catalog
-    row, image overrides, and ``cri_validate_report_dir`` (the run's own report
+    row and whether validation stops a stopped pod's containers in the
+    kubelet's place (the row's ``leaves_containers_of_stopped_pods``), image
+    overrides, and ``cri_validate_report_dir`` (the run's own report
     directory, added by ansible_run).
 
 Inventory (``inventory`` below)
@@ -106,6 +108,8 @@ def validate_vars(target: CheckedSpec, critest: bool, failures_listed: int) -> d
         "cri_validate_critest_timeout": target.validation.timeout_seconds,
         # Every failed name, so expectedFailures can be matched exactly.
         "cri_validate_failures_listed": failures_listed,
+        # A kubelet's duty critest leaves undone (virtlet: its VMs would pile up).
+        "cri_validate_stop_containers_of_stopped_pods": CATALOG[target.runtime].leaves_containers_of_stopped_pods,
     }
     checks = CATALOG[target.runtime].handler_checks
     if checks:

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from testworld.cluster import install_crd
+from testworld.cluster import install_crd, operator_world
 from testworld.control_plane import ControlPlane
 from testworld.hosts import REPO, ArtifactServer, Node, Tarball, local_host, write_inventory
 
@@ -98,3 +98,34 @@ def kubeconfig_with_crd(control_plane: ControlPlane) -> Path:
     install_crd(control_plane)
     assert control_plane.kubeconfig is not None
     return control_plane.kubeconfig
+
+
+@pytest.fixture(scope="session")
+def legacy_artifacts() -> dict[str, Tarball]:
+    """The tarballs hack/legacy-runtimes.sh builds (cached), by name without "-linux-<arch>".
+
+    Skipped only where no source mirror is configured (docs/legacy-builds.md):
+    the pinned archives come from nowhere else.
+    """
+    legacy_runtimes = str(REPO / "hack" / "legacy-runtimes.sh")
+    if subprocess.run([legacy_runtimes, "--mirror"], capture_output=True).returncode != 0:
+        pytest.skip(
+            "artifact: no source mirror for the legacy runtimes' pinned archives (set CRIOPS_SOURCE_MIRROR; "
+            "docs/legacy-builds.md)"
+        )
+    built = subprocess.run([legacy_runtimes], capture_output=True, text=True, timeout=1800)
+    if built.returncode != 0:
+        pytest.fail(f"hack/legacy-runtimes.sh failed:\n{built.stderr[-4000:]}")
+    paths = [Path(line) for line in built.stdout.split() if line.endswith(".tar.gz")]
+    return {
+        path.name.split("-linux-")[0]: Tarball(path, Path(f"{path}.sha256").read_text().split()[0]) for path in paths
+    }
+
+
+@pytest.fixture(scope="module")
+def operator_on_test_host(
+    kubeconfig_with_crd: Path, control_plane: ControlPlane, test_host: Node, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[dict]:
+    """The operator, with the module's test host registered as a Node (no kubelet behind it)."""
+    with operator_world(control_plane, test_host, tmp_path_factory.mktemp("operator")) as world:
+        yield world

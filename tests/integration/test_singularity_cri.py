@@ -13,23 +13,22 @@ CRITEST_EXPECTED_FAILURES.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 import subprocess
-import tarfile
 from pathlib import Path
 
 import pytest
 
-from testworld.cluster import kubectl_json, operator_world, phase_is, runs, runtime_node, wait_for
-from testworld.control_plane import ControlPlane
+from testworld.cluster import kubectl_json, node_labels, phase_is, report_kubelet, runs, runtime_node, wait_for
 from testworld.hosts import (
     REPO,
     ArtifactServer,
     Node,
     Tarball,
     assert_run_changes_nothing,
+    crictl,
+    member_sha256,
     play_recap,
     run_playbook,
     write_inventory,
@@ -77,28 +76,6 @@ CRITEST_MIN_PASSED = 64
 
 def _tarball(path: Path) -> Tarball:
     return Tarball(path, Path(f"{path}.sha256").read_text().split()[0])
-
-
-@pytest.fixture(scope="module")
-def legacy_artifacts() -> dict[str, Tarball]:
-    """The four tarballs hack/legacy-runtimes.sh builds (cached), by name.
-
-    Skipped only where no source mirror is configured (docs/legacy-builds.md):
-    the pinned archives come from nowhere else.
-    """
-    legacy_runtimes = str(REPO / "hack" / "legacy-runtimes.sh")
-    if subprocess.run([legacy_runtimes, "--mirror"], capture_output=True).returncode != 0:
-        pytest.skip(
-            "artifact: no source mirror for the legacy runtimes' pinned archives (set CRIOPS_SOURCE_MIRROR; "
-            "docs/legacy-builds.md)"
-        )
-    built = subprocess.run([legacy_runtimes], capture_output=True, text=True, timeout=1800)
-    if built.returncode != 0:
-        pytest.fail(f"hack/legacy-runtimes.sh failed:\n{built.stderr[-4000:]}")
-    paths = [Path(line) for line in built.stdout.split() if line.endswith(".tar.gz")]
-    found = {path.name.split("-linux-")[0]: _tarball(path) for path in paths}
-    assert set(found) == {"singularity-3.4.1", "singularity-cri-1.0.0-beta.7", "crictl-v1.13.0", "critest-v1.13.0"}
-    return found
 
 
 @pytest.fixture(scope="module")
@@ -157,15 +134,8 @@ def first_run(
     return run_playbook(sycri_inventory, "playbooks/site.yml", sycri_vars)
 
 
-def _member_sha256(tarball: Path, member: str) -> str:
-    with tarfile.open(tarball) as archive:
-        extracted = archive.extractfile(member)
-        assert extracted is not None, f"{member} is not a file in {tarball}"
-        return hashlib.file_digest(extracted, "sha256").hexdigest()
-
-
 def _crictl(node: Node, args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    return node.sh(f"crictl-v1alpha2 --runtime-endpoint {ENDPOINT} --image-endpoint {ENDPOINT} {args}", check=check)
+    return crictl(node, ENDPOINT, args, check=check)
 
 
 def test_check_mode_on_a_fresh_node(check_run: subprocess.CompletedProcess[str], test_host: Node) -> None:
@@ -192,9 +162,9 @@ def test_the_node_runs_the_tarballs_binaries(
     ).stdout
     sycri = legacy_artifacts["singularity-cri-1.0.0-beta.7"].path
     singularity = legacy_artifacts["singularity-3.4.1"].path
-    assert f"{_member_sha256(sycri, 'usr/local/bin/sycri')}  /usr/local/bin/sycri" in installed
+    assert f"{member_sha256(sycri, 'usr/local/bin/sycri')}  /usr/local/bin/sycri" in installed
     for member in ("usr/local/bin/singularity", "usr/local/libexec/singularity/bin/starter-suid"):
-        assert f"{_member_sha256(singularity, member)}  /{member}" in installed
+        assert f"{member_sha256(singularity, member)}  /{member}" in installed
     # The setuid starter kept its bit, owned by root.
     mode = test_host.sh("stat -c '%a %U' /usr/local/libexec/singularity/bin/starter-suid").stdout.split()
     assert mode == ["4755", "root"], mode
@@ -290,38 +260,18 @@ def lost_to_a_race(failure: str, output: str) -> bool:
 
 
 @pytest.fixture(scope="module")
-def world(
-    first_run: subprocess.CompletedProcess[str],
-    kubeconfig_with_crd: Path,
-    control_plane: ControlPlane,
-    test_host: Node,
-    tmp_path_factory: pytest.TempPathFactory,
-):
-    """The operator, with the installed sycri host registered as a Node (no kubelet behind it)."""
+def world(first_run: subprocess.CompletedProcess[str], operator_on_test_host: dict) -> dict:
+    """The operator, with the installed host registered as a Node (no kubelet behind it)."""
     assert first_run.returncode == 0
-    with operator_world(control_plane, test_host, tmp_path_factory.mktemp("sycri-operator")) as world:
-        yield world
-
-
-def _report_kubelet(world: dict, version: str) -> None:
-    """What a kubelet of `version` reports in its Node's status (there is no kubelet)."""
-    patch = json.dumps({"status": {"nodeInfo": {"kubeletVersion": version}}})
-    done = world["plane"].kubectl(
-        "patch", "node", world["host"].name, "--subresource=status", "--type=merge", "-p", patch
-    )
-    assert done.returncode == 0, done.stderr
+    return operator_on_test_host
 
 
 def _rn(world: dict) -> dict:
     return kubectl_json(world["plane"], "get", "runtimenode", RN)
 
 
-def _labels(world: dict) -> dict[str, str]:
-    return kubectl_json(world["plane"], "get", "node", world["host"].name)["metadata"].get("labels", {})
-
-
 def test_operator_reports_unsupported_under_a_kubelet_without_v1alpha2(world: dict) -> None:
-    _report_kubelet(world, "v1.37.2")
+    report_kubelet(world, "v1.37.2")
     manifest = runtime_node(
         RN,
         world["host"].name,
@@ -343,11 +293,11 @@ def test_operator_reports_unsupported_under_a_kubelet_without_v1alpha2(world: di
     assert status["runtime"]["version"] == "3.4.1", status
     assert [run["critest"] for run in runs(world["state"], RN)] == [False]
     assert "critest" not in status
-    assert _labels(world).get("criops.dev/validated") == "false"
+    assert node_labels(world).get("criops.dev/validated") == "false"
 
 
 def test_operator_proves_sycri_with_critest_v1_13_under_a_kubelet_that_speaks_v1alpha2(world: dict) -> None:
-    _report_kubelet(world, "v1.25.16")
+    report_kubelet(world, "v1.25.16")
     # A spec change makes the operator look again (Unsupported is the generation's verdict).
     patched = world["plane"].kubectl(
         "patch",
@@ -376,19 +326,19 @@ def test_operator_proves_sycri_with_critest_v1_13_under_a_kubelet_that_speaks_v1
     if races:
         # An unlucky run is reported as what it is: failures outside expectedFailures.
         assert (status["phase"], validated["reason"]) == ("Failed", "CritestFailed"), status
-        assert _labels(world).get("criops.dev/validated") == "false"
+        assert node_labels(world).get("criops.dev/validated") == "false"
     else:
         assert (status["phase"], validated["reason"]) == ("Ready", "CritestPassed"), status
         assert "critest v1.13.0: " in validated["message"] and "2 expected failure(s)" in validated["message"]
-        labels = _labels(world)
+        labels = node_labels(world)
         assert labels.get("criops.dev/validated") == "true" and labels.get("example.com/sycri-test") == "1", labels
 
 
 def test_deleting_the_runtime_node_cleans_the_node(world: dict) -> None:
     deleted = world["plane"].kubectl("delete", "runtimenode", RN, "--timeout=120s", timeout=150)
     assert deleted.returncode == 0, deleted.stderr
-    left = [key for key in _labels(world) if key.startswith("criops.dev/") or key == "example.com/sycri-test"]
-    assert left == [], _labels(world)
+    left = [key for key in node_labels(world) if key.startswith("criops.dev/") or key == "example.com/sycri-test"]
+    assert left == [], node_labels(world)
 
 
 def test_reset_removes_what_the_role_added(

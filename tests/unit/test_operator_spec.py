@@ -107,6 +107,12 @@ def test_the_endpoints_cri_api_picks_the_validation_tools():
     assert validate_vars(sycri, critest=True, failures_listed=1)["cri_validate_cri_api"] == "v1alpha2"
 
 
+@pytest.mark.parametrize(("runtime", "duty"), [("containerd", False), ("singularity-cri", False), ("virtlet", True)])
+def test_validation_stops_a_stopped_pods_containers_only_for_runtimes_that_leave_them(runtime: str, duty: bool):
+    variables = validate_vars(resolve(spec(runtime=runtime)), critest=True, failures_listed=1)
+    assert variables["cri_validate_stop_containers_of_stopped_pods"] is duty
+
+
 @pytest.mark.parametrize(
     ("validation", "field", "expected"),
     [

@@ -53,6 +53,9 @@ class Runtime:
     roles: tuple[str, ...] = field(default=())
     # For CRI v1alpha2 runtimes: what users run instead under a kubelet >= 1.26.
     instead: str = ""
+    # True when the runtime leaves a stopped pod's containers running, relying on
+    # the kubelet to stop them first: validation does that duty while critest runs.
+    leaves_containers_of_stopped_pods: bool = False
 
     @property
     def has_handlers(self) -> bool:
@@ -91,8 +94,9 @@ CATALOG: dict[str, Runtime] = {
             "unix:///run/virtlet.sock",
             "v1alpha2",
             "virtlet",
-            roles=("libvirt",),
+            roles=("libvirt", "virtlet"),
             instead="KubeVirt for VMs as pods, or runtime kata for pods in their own VM",
+            leaves_containers_of_stopped_pods=True,
         ),
         Runtime(
             "singularity-cri",

@@ -31,11 +31,11 @@ integration:
 
 # singularity_cri on Debian 13 only: tests/integration/test_singularity_cri.py
 # proves the role on Debian 12 (install, idempotence, pods, critest, reset).
+# The legacy runtimes' scenarios run side by side (hack/molecule-scenarios.sh).
 molecule:
 	$(VENV)/molecule test -s containerd
 	@if hack/legacy-runtimes.sh --mirror >/dev/null; then \
-	  $(VENV)/molecule test -s singularity_cri --platform-name criops-singularity-cri-debian13 && \
-	  $(VENV)/molecule test -s virtlet; \
+	  hack/molecule-scenarios.sh singularity_cri@criops-singularity-cri-debian13 virtlet; \
 	else \
 	  echo "molecule singularity_cri and virtlet skipped: no source mirror for the legacy runtimes (docs/legacy-builds.md)"; \
 	fi

@@ -235,35 +235,6 @@ def test_services_stopped_by_hand_are_brought_back(
     assert_run_changes_nothing(virtlet_inventory, test_host, virtlet_vars)
 
 
-def _vm_image_url(name: str) -> str:
-    digest = (Path(CACHE) / "vm-images" / f"{name}.qcow2.sha256").read_text().split()[0]
-    return f"http://10.0.2.2:5000/v2/criops/vm-images/{name}/blobs/sha256:{digest}"
-
-
-def test_hostile_image_translations_are_written_as_data(
-    first_run: subprocess.CompletedProcess[str], virtlet_inventory: Path, virtlet_vars: dict, test_host: Node
-) -> None:
-    """virtlet_image_translations may come from a RuntimeNode's extraVars: marked unsafe as the operator
-    marks them, template syntax and YAML's own characters reach the file as the text they are."""
-    assert first_run.returncode == 0
-    witness = virtlet_inventory.parent / "templated"
-    hostile = [
-        {"name": "{{ lookup('pipe', 'touch " + str(witness) + "') }}", "url": "http://mirror.invalid/a.qcow2"},
-        {"regexp": "^x: [y, {z}] # 'q' \"w\" &a *b !c", "url": "http://mirror.invalid/{{ 7 * 7 }}.qcow2"},
-        {"name": "criops/vm-httpd", "url": _vm_image_url("vm-httpd")},
-        {"regexp": ".", "url": _vm_image_url("vm-busybox")},
-    ]
-    run = run_playbook(
-        virtlet_inventory,
-        "playbooks/site.yml",
-        {**virtlet_vars, **mark_unsafe({"virtlet_image_translations": hostile})},
-    )
-    assert run.returncode == 0, run.stdout[-6000:]
-    assert not witness.exists(), "a translation was templated on the controller"
-    written = yaml.safe_load(test_host.sh("cat /etc/virtlet/images/criops.yaml").stdout)
-    assert written == {"translations": hostile}, written
-
-
 def test_virtlet_runs_the_tarballs_binaries(
     first_run: subprocess.CompletedProcess[str], test_host: Node, legacy_artifacts: dict[str, Tarball]
 ) -> None:
@@ -331,8 +302,11 @@ def test_a_vm_pod_boots_gets_its_address_and_answers_http(
         log = test_host.sh(f"crictl-v1alpha2 logs {container_id} 2>&1").stdout
         assert "criops-vm: vm-httpd booted" in log and f"DHCP lease {ip}/" in log, log
     finally:
-        # As a kubelet does: the pod's containers first, then the pod.
-        _crictl(test_host, "stop $(crictl-v1alpha2 ps -q -p criops-vm-uid)", check=False)
+        # As a kubelet does: the pod's containers first (stopped, then
+        # garbage-collected), then the pod. virtlet's rmp leaves them.
+        for container in _crictl(test_host, f"ps -a -q -p {pod_id}", check=False).stdout.split():
+            _crictl(test_host, f"stop {container}", check=False)
+            _crictl(test_host, f"rm {container}", check=False)
         _crictl(test_host, f"stopp {pod_id}", check=False)
         _crictl(test_host, f"rmp {pod_id}", check=False)
     assert test_host.sh("virsh -q -c qemu:///system list --all --name").stdout.strip() == ""
@@ -363,7 +337,8 @@ def test_operator_reports_unsupported_under_a_kubelet_without_v1alpha2(world: di
     validated = next(c for c in status["conditions"] if c["type"] == "Validated")
     assert validated["reason"] == "CRIv1alpha2Only", validated
     assert "kubelet v1.37.2" in validated["message"] and "Run instead: KubeVirt" in validated["message"], validated
-    assert status["runtime"]["name"] == "virtlet", status
+    # The probe ran through crictl v1.13 (what virtlet answers is in the status); critest did not.
+    assert (status["runtime"]["name"], status["runtime"]["version"]) == ("virtlet", "0.1.0"), status
     assert [run["critest"] for run in runs(world["state"], RN)] == [False]
     assert "critest" not in status
     assert node_labels(world).get("criops.dev/validated") == "false"
@@ -401,6 +376,36 @@ def test_deleting_the_runtime_node_cleans_the_node(world: dict) -> None:
     assert deleted.returncode == 0, deleted.stderr
     left = [key for key in node_labels(world) if key.startswith("criops.dev/") or key == "example.com/vm"]
     assert left == [], node_labels(world)
+
+
+def _vm_image_url(name: str) -> str:
+    digest = (Path(CACHE) / "vm-images" / f"{name}.qcow2.sha256").read_text().split()[0]
+    return f"http://10.0.2.2:5000/v2/criops/vm-images/{name}/blobs/sha256:{digest}"
+
+
+def test_hostile_image_translations_are_written_as_data(
+    first_run: subprocess.CompletedProcess[str], virtlet_inventory: Path, virtlet_vars: dict, test_host: Node
+) -> None:
+    """virtlet_image_translations may come from a RuntimeNode's extraVars: marked unsafe as the operator
+    marks them, template syntax and YAML's own characters reach the file as the text they are.
+    (Last before the reset: the translations it leaves serve only what it asserts.)"""
+    assert first_run.returncode == 0
+    witness = virtlet_inventory.parent / "templated"
+    hostile = [
+        {"name": "{{ lookup('pipe', 'touch " + str(witness) + "') }}", "url": "http://mirror.invalid/a.qcow2"},
+        {"regexp": "^x: [y, {z}] # 'q' \"w\" &a *b !c", "url": "http://mirror.invalid/{{7*7}}.qcow2"},
+        {"name": "criops/vm-httpd", "url": _vm_image_url("vm-httpd")},
+        {"regexp": ".", "url": _vm_image_url("vm-busybox")},
+    ]
+    run = run_playbook(
+        virtlet_inventory,
+        "playbooks/site.yml",
+        {**virtlet_vars, **mark_unsafe({"virtlet_image_translations": hostile})},
+    )
+    assert run.returncode == 0, run.stdout[-6000:]
+    assert not witness.exists(), "a translation was templated on the controller"
+    written = yaml.safe_load(test_host.sh("cat /etc/virtlet/images/criops.yaml").stdout)
+    assert written == {"translations": hostile}, written
 
 
 def test_reset_removes_what_the_role_added(

@@ -66,7 +66,9 @@ def test_a_vm_pod_boots_and_answers_http(host):
         answer = host.check_output(f"for i in $(seq 60); do curl -fsS -m 2 http://{ip}/ && exit 0; sleep 1; done")
         assert answer.strip() == "criops vm-httpd"
     finally:
+        # The container first, as a kubelet does: virtlet's rmp leaves it.
         if container_id:
             host.run(f"{CRICTL} stop {container_id}")
+            host.run(f"{CRICTL} rm {container_id}")
         host.run(f"{CRICTL} stopp {pod_id}")
         host.run(f"{CRICTL} rmp {pod_id}")

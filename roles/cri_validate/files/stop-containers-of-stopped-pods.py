@@ -8,7 +8,8 @@ only stops and removes sandboxes. A runtime that leaves a stopped sandbox's
 containers running (virtlet: each is a VM) then piles them up between specs.
 While COMMAND runs, every second, each container that is not exited and whose
 sandbox is no longer ready (or gone) is stopped, and removed when its sandbox
-is gone. Each action is a line of LOG. Exits with COMMAND's status.
+is gone, and once more when COMMAND has ended. Each action is a line of LOG.
+Exits with COMMAND's status.
 """
 
 from __future__ import annotations
@@ -49,13 +50,16 @@ def main() -> int:
         sys.exit(__doc__)
     base = [crictl_bin, "--runtime-endpoint", endpoint, "--image-endpoint", endpoint]
     with open(log_path, "a") as log, subprocess.Popen(command) as child:
-        while child.poll() is None:
+        while True:
+            running = child.poll() is None
             try:
                 sweep(base, log)
             except (subprocess.SubprocessError, ValueError, KeyError) as error:
                 log.write(f"{time.time():.0f} sweep failed: {error}\n")
+            # One sweep after the command ended: its last pod's containers too.
+            if not running:
+                return child.returncode
             time.sleep(1)
-        return child.returncode
 
 
 if __name__ == "__main__":

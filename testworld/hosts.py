@@ -215,6 +215,13 @@ def member_sha256(tarball: Path, member: str) -> str:
         return hashlib.file_digest(extracted, "sha256").hexdigest()
 
 
-def crictl(node: Node, endpoint: str, args: str, check: bool = True, tools: str = "crictl-v1alpha2"):
-    """crictl (by default the CRI v1alpha2 one) against `endpoint` on the node."""
-    return node.sh(f"{tools} --runtime-endpoint {endpoint} --image-endpoint {endpoint} {args}", check=check)
+def crictl(node: Node, endpoint: str, args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    """The CRI v1alpha2 crictl (v1.13) against `endpoint` on the node."""
+    return node.sh(f"crictl-v1alpha2 --runtime-endpoint {endpoint} --image-endpoint {endpoint} {args}", check=check)
+
+
+def hack_script(name: str, timeout: int = 1800) -> str:
+    """Run one of hack/'s cached build scripts; its stdout (the paths it printed)."""
+    built = subprocess.run([str(REPO / "hack" / name)], capture_output=True, text=True, timeout=timeout)
+    assert built.returncode == 0, f"hack/{name} failed:\n{built.stderr[-4000:]}"
+    return built.stdout

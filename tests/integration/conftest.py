@@ -21,7 +21,7 @@ import pytest
 
 from testworld.cluster import install_crd, operator_world
 from testworld.control_plane import ControlPlane
-from testworld.hosts import REPO, ArtifactServer, Node, Tarball, local_host, write_inventory
+from testworld.hosts import REPO, ArtifactServer, Node, Tarball, hack_script, local_host, write_inventory
 
 
 @pytest.fixture(scope="module")
@@ -129,3 +129,21 @@ def operator_on_test_host(
     """The operator, with the module's test host registered as a Node (no kubelet behind it)."""
     with operator_world(control_plane, test_host, tmp_path_factory.mktemp("operator")) as world:
         yield world
+
+
+@pytest.fixture(scope="session")
+def guest_kernel() -> str:
+    """A real Linux kernel on the controller (hack/guest-kernel.sh): Kata's and libvirt's test boots."""
+    return hack_script("guest-kernel.sh", timeout=600).strip().splitlines()[-1]
+
+
+@pytest.fixture(scope="session")
+def v1alpha2_tools_vars(legacy_artifacts: dict[str, Tarball], artifact_server: ArtifactServer) -> dict:
+    """crictl/critest v1.13 served by the artifact server, as cri_tools' v1alpha2 variables."""
+    tools = [legacy_artifacts["crictl-v1.13.0"], legacy_artifacts["critest-v1.13.0"]]
+    # The server serves the artifacts directory: every tarball sits side by side.
+    assert len({tarball.path.parent for tarball in tools}) == 1
+    return {
+        "cri_tools_v1alpha2_base_url": artifact_server.base_url,
+        "cri_tools_v1alpha2_checksums": {tarball.path.name: tarball.sha256 for tarball in tools},
+    }

@@ -13,7 +13,6 @@ import hashlib
 import io
 import json
 import os
-import subprocess
 import tarfile
 from pathlib import Path
 
@@ -28,7 +27,7 @@ from testworld.cluster import (
     wait_for,
 )
 from testworld.control_plane import ControlPlane
-from testworld.hosts import REPO, Node, flat, node_state, play_recap, run_playbook, ssh_port, write_inventory
+from testworld.hosts import Node, flat, node_state, play_recap, run_playbook, ssh_port, write_inventory
 
 pytestmark = pytest.mark.integration
 
@@ -38,13 +37,6 @@ PREPARE_ONLY = {"kata_host_check": False}
 @pytest.fixture(scope="module")
 def kata_inventory(test_host: Node, tmp_path_factory) -> Path:
     return write_inventory(tmp_path_factory.mktemp("kata-inventory"), test_host, kata=True)
-
-
-@pytest.fixture(scope="module")
-def guest_kernel() -> str:
-    built = subprocess.run([str(REPO / "hack" / "guest-kernel.sh")], capture_output=True, text=True, timeout=600)
-    assert built.returncode == 0, built.stderr
-    return built.stdout.strip().splitlines()[-1]
 
 
 def runtimes(node: Node) -> dict:
@@ -238,7 +230,8 @@ def test_a_kata_artifact_is_installed_once_and_reset(test_host, kata_inventory, 
 
 @pytest.mark.skipif(
     not os.environ.get("CRIOPS_KATA_ARTIFACT_URL") or not os.environ.get("CRIOPS_KATA_ARTIFACT_SHA256"),
-    reason="the full kata run needs a kata-static artifact: CRIOPS_KATA_ARTIFACT_URL and CRIOPS_KATA_ARTIFACT_SHA256",
+    reason="artifact: the full kata run needs a kata-static artifact (set CRIOPS_KATA_ARTIFACT_URL and "
+    "CRIOPS_KATA_ARTIFACT_SHA256; none is served here)",
 )
 def test_critest_through_the_kata_handler(test_host, kata_inventory):
     artifact = {

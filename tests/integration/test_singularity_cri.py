@@ -22,12 +22,12 @@ import pytest
 
 from testworld.cluster import kubectl_json, node_labels, phase_is, report_kubelet, runs, runtime_node, wait_for
 from testworld.hosts import (
-    REPO,
     ArtifactServer,
     Node,
     Tarball,
     assert_run_changes_nothing,
     crictl,
+    hack_script,
     member_sha256,
     play_recap,
     run_playbook,
@@ -74,15 +74,10 @@ RACES_TOLERATED = 3
 CRITEST_MIN_PASSED = 64
 
 
-def _tarball(path: Path) -> Tarball:
-    return Tarball(path, Path(f"{path}.sha256").read_text().split()[0])
-
-
 @pytest.fixture(scope="module")
 def test_images() -> None:
     """critest v1.13's images in the local registry under their upstream paths (cached)."""
-    built = subprocess.run([str(REPO / "hack" / "test-images.sh")], capture_output=True, text=True, timeout=1800)
-    assert built.returncode == 0, built.stderr[-4000:]
+    hack_script("test-images.sh")
 
 
 @pytest.fixture(scope="module")
@@ -92,19 +87,17 @@ def sycri_inventory(test_host: Node, tmp_path_factory: pytest.TempPathFactory) -
 
 
 @pytest.fixture(scope="module")
-def sycri_vars(legacy_artifacts: dict[str, Tarball], artifact_server: ArtifactServer) -> dict:
+def sycri_vars(
+    legacy_artifacts: dict[str, Tarball], artifact_server: ArtifactServer, v1alpha2_tools_vars: dict
+) -> dict:
     singularity = legacy_artifacts["singularity-3.4.1"]
     sycri = legacy_artifacts["singularity-cri-1.0.0-beta.7"]
-    tools = [legacy_artifacts["crictl-v1.13.0"], legacy_artifacts["critest-v1.13.0"]]
-    # The server serves the artifacts directory: every tarball sits side by side.
-    assert len({tarball.path.parent for tarball in [singularity, sycri, *tools]}) == 1
     return {
+        **v1alpha2_tools_vars,
         "singularity_cri_singularity_tarball_url": artifact_server.url(singularity.path),
         "singularity_cri_singularity_tarball_sha256": singularity.sha256,
         "singularity_cri_tarball_url": artifact_server.url(sycri.path),
         "singularity_cri_tarball_sha256": sycri.sha256,
-        "cri_tools_v1alpha2_base_url": artifact_server.base_url,
-        "cri_tools_v1alpha2_checksums": {tarball.path.name: tarball.sha256 for tarball in tools},
     }
 
 

@@ -28,13 +28,13 @@ from criops.core.untrusted import mark_unsafe
 
 from testworld.cluster import kubectl_json, node_labels, phase_is, report_kubelet, runs, runtime_node, wait_for
 from testworld.hosts import (
-    REPO,
     ArtifactServer,
     Node,
     Tarball,
     assert_run_changes_nothing,
     crictl,
     flat,
+    hack_script,
     member_sha256,
     play_recap,
     run_playbook,
@@ -77,17 +77,9 @@ TRACES = "ls /tmp /var/log/libvirt/qemu 2>&1; virsh -q -c qemu:///system list --
 
 
 @pytest.fixture(scope="module")
-def guest_kernel() -> str:
-    built = subprocess.run([str(REPO / "hack" / "guest-kernel.sh")], capture_output=True, text=True, timeout=600)
-    assert built.returncode == 0, built.stderr
-    return built.stdout.strip().splitlines()[-1]
-
-
-@pytest.fixture(scope="module")
 def vm_images() -> None:
     """The guest images in the local registry (cached): virtlet downloads them from there."""
-    built = subprocess.run([str(REPO / "hack" / "vm-images.sh")], capture_output=True, text=True, timeout=600)
-    assert built.returncode == 0, built.stderr[-4000:]
+    hack_script("vm-images.sh", timeout=600)
 
 
 @pytest.fixture(scope="module")
@@ -97,15 +89,15 @@ def virtlet_inventory(test_host: Node, tmp_path_factory: pytest.TempPathFactory)
 
 
 @pytest.fixture(scope="module")
-def virtlet_vars(guest_kernel: str, legacy_artifacts: dict[str, Tarball], artifact_server: ArtifactServer) -> dict:
+def virtlet_vars(
+    guest_kernel: str, legacy_artifacts: dict[str, Tarball], artifact_server: ArtifactServer, v1alpha2_tools_vars: dict
+) -> dict:
     virtlet = legacy_artifacts["virtlet-1.5.1"]
-    tools = [legacy_artifacts["crictl-v1.13.0"], legacy_artifacts["critest-v1.13.0"]]
     return {
+        **v1alpha2_tools_vars,
         "libvirt_check_kernel": guest_kernel,
         "virtlet_tarball_url": artifact_server.url(virtlet.path),
         "virtlet_tarball_sha256": virtlet.sha256,
-        "cri_tools_v1alpha2_base_url": artifact_server.base_url,
-        "cri_tools_v1alpha2_checksums": {tarball.path.name: tarball.sha256 for tarball in tools},
     }
 
 

@@ -53,7 +53,7 @@ def machine_state(nodes: list[str]) -> dict[str, object]:
     cgroups = sorted(
         str(path.relative_to("/sys/fs/cgroup"))
         for path in Path("/sys/fs/cgroup").glob("*/*")
-        if path.is_dir() and (path.name in ours or path.name.startswith("criops-kn-"))
+        if path.is_dir() and path.name in ours
     )
     return {
         "sysctls": {name: Path("/proc/sys", name).read_text().strip() for name in MACHINE_SYSCTLS},

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# Build kube-apiserver, kubectl and etcd from the Go module proxy at the versions
-# pinned in hack/versions.env, into $CRIOPS_CACHE/bin/kubernetes-<version>/ and
-# $CRIOPS_CACHE/bin/etcd-<version>/. A second run is a no-op. Each build takes
-# minutes on two cores.
+# Build kube-apiserver, kubectl, kubelet, kube-scheduler, kube-controller-manager
+# and etcd from the Go module proxy at the versions pinned in hack/versions.env,
+# into $CRIOPS_CACHE/bin/kubernetes-<version>/ and $CRIOPS_CACHE/bin/etcd-<version>/.
+# Only missing binaries are built, so a second run is a no-op. Each build takes
+# minutes on two cores (kubelet about 200 s).
 . "$(dirname "$0")/lib.sh"
 
 go_env
@@ -33,9 +34,19 @@ pin_replaced() {
 # benchmark may be running beside them.
 gobuild() { nice go build -trimpath "$@"; }
 
+# The Kubernetes binaries of the test world: kube-apiserver and kubectl for the
+# operator's tests, kubelet, kube-scheduler and kube-controller-manager for test
+# hosts that join as real Nodes. Static like upstream's release builds (kubelet
+# included: CGO_ENABLED=0 is how upstream ships it).
+KUBERNETES_COMMANDS="kube-apiserver kubectl kubelet kube-scheduler kube-controller-manager"
+
 build_kubernetes() {
   local out="$CRIOPS_BIN/kubernetes-$KUBERNETES_VERSION" src="$work/kubernetes"
-  if [[ -x $out/kube-apiserver && -x $out/kubectl ]]; then
+  local cmd missing=()
+  for cmd in $KUBERNETES_COMMANDS; do
+    [[ -x $out/$cmd ]] || missing+=("$cmd")
+  done
+  if ((${#missing[@]} == 0)); then
     log "kubernetes $KUBERNETES_VERSION already built in $out"
     return
   fi
@@ -55,15 +66,17 @@ build_kubernetes() {
     ldflags+=" -X $pkg.gitTreeState=archive -X $pkg.buildDate=$module_time"
   done
 
-  rm -rf "$out.tmp" && mkdir -p "$out.tmp"
-  local cmd start
-  for cmd in kube-apiserver kubectl; do
+  # Binaries already in $out may be in use (a running API server): each new one
+  # is built beside them under a temporary name and moved into place whole.
+  mkdir -p "$out"
+  local start
+  for cmd in "${missing[@]}"; do
     log "building $cmd $KUBERNETES_VERSION (staging modules at $staged)"
     start=$SECONDS
-    (cd "$src" && gobuild -ldflags "$ldflags" -o "$out.tmp/$cmd" "./cmd/$cmd")
+    (cd "$src" && gobuild -ldflags "$ldflags" -o "$out/.$cmd.tmp" "./cmd/$cmd")
+    mv "$out/.$cmd.tmp" "$out/$cmd"
     log "built $cmd in $((SECONDS - start)) s"
   done
-  rm -rf "$out" && mv "$out.tmp" "$out"
   log "kubernetes $KUBERNETES_VERSION ready in $out"
 }
 

@@ -5,7 +5,8 @@
 #   hack/local-host.sh down
 # It answers SSH for root, with the key hack/bootstrap.sh made, on a loopback
 # port: $CRIOPS_LOCAL_SSH_PORT, else 22022 for criops-local and a free port for
-# others (`podman port <name> 22` tells).
+# others (`podman port <name> 22` tells). The kubelet port 10250 is published on
+# a free loopback port too, for hosts that join a test cluster (testworld/kubelet.py).
 . "$(dirname "$0")/lib.sh"
 
 name=${CRIOPS_LOCAL_HOST:-criops-local}
@@ -23,12 +24,14 @@ case "${1:-up}" in
       # privileged + systemd: containerd and its shims run nested inside.
       # tmpfs for /var/lib/containerd: overlayfs cannot stack on podman's overlay root.
       # allow_host_loopback: the host's 127.0.0.1 (local registry) is 10.0.2.2 inside.
+      # 10250: every host's slirp address is the same, so kube-apiserver reaches a
+      # kubelet in it by this published port.
       podman run -d --name "$name" --hostname "$name" \
         --runtime runc --privileged --systemd=always --cgroupns private \
         --ulimit nofile=20000:20000 --ulimit nproc=4096:4096 \
         --tmpfs /var/lib/containerd:rw,exec,size=4g \
         --network slirp4netns:allow_host_loopback=true \
-        --publish "127.0.0.1:$ssh_port:22" \
+        --publish "127.0.0.1:$ssh_port:22" --publish 127.0.0.1::10250 \
         --volume "$key.pub:/root/.ssh/authorized_keys:ro" \
         "localhost/criops-test-host:$suite" /sbin/init >/dev/null
     fi

@@ -214,11 +214,14 @@ def operator_world(
     labels: dict[str, str] | None = None,
     taints: list[dict[str, str]] | None = None,
     probe_tick: int = 5,
+    register: bool = True,
 ) -> Iterator[dict[str, Any]]:
     """The operator's access, `host` registered as a Node (with `labels` and `taints`
-    of someone else's), and the operator running; stopped (its log printed) afterwards."""
+    of someone else's; not when `register` is False: a kubelet registered it), and the
+    operator running; stopped (its log printed) afterwards."""
     kubeconfig = install_operator_access(plane, workdir)
-    register_node(plane, host.name, labels or {}, taints or [])
+    if register:
+        register_node(plane, host.name, labels or {}, taints or [])
     state = workdir / "state"
     state.mkdir()
     world: dict[str, Any] = {

@@ -1,15 +1,25 @@
 """A real, throwaway Kubernetes control plane for tests: etcd and kube-apiserver
 built by hack/k8s-tools.sh, on loopback, with real certificates and a token.
 
-No kubelet, scheduler or controller-manager: criops' tests need the API (CRDs,
-Nodes, Events, RBAC), which is all kube-apiserver's.
+Most of criops' tests need only the API (CRDs, Nodes, Events, RBAC), which is
+all kube-apiserver's. Tests with test hosts joined as real Nodes
+(testworld/kubelet.py) also start kube-scheduler and kube-controller-manager
+(`start_cluster`), and stop them when done: a node lifecycle controller would
+taint the Nodes other tests register by hand.
+
+kube-apiserver reaches kubelets through an egress proxy (`EgressProxy`): every
+test host has the same slirp address (10.0.2.100), so a Node's address is the
+name of its test host, and its port the loopback port podman published.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
+import socketserver
 import subprocess
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -48,6 +58,62 @@ def _openssl(*args: str) -> None:
     subprocess.run(["openssl", *args], check=True, capture_output=True, timeout=60)
 
 
+def published_port(container: str, port: int) -> int | None:
+    """The loopback port podman published for a container's `port`, or None."""
+    found = subprocess.run(["podman", "port", container, f"{port}/tcp"], capture_output=True, text=True, timeout=30)
+    lines = found.stdout.strip().splitlines()
+    return int(lines[0].rsplit(":", 1)[1]) if found.returncode == 0 and lines else None
+
+
+class _ConnectHandler(socketserver.StreamRequestHandler):
+    """One HTTP CONNECT from kube-apiserver's egress dialer: `CONNECT <node>:<port>`,
+    answered by a tunnel to the loopback port podman published for that port of
+    the test host named <node>."""
+
+    def handle(self) -> None:
+        request = self.rfile.readline().decode("latin-1").split()
+        while self.rfile.readline() not in (b"\r\n", b"\n", b""):
+            pass  # headers: nothing in them matters here
+        host, _, port = request[1].rpartition(":") if len(request) == 3 and request[0] == "CONNECT" else ("", "", "")
+        local = published_port(host, int(port)) if host and port.isdigit() else None
+        if local is None:
+            self.wfile.write(b"HTTP/1.1 502 Bad Gateway\r\n\r\n")
+            return
+        with socket.create_connection(("127.0.0.1", local), timeout=10) as upstream:
+            upstream.settimeout(None)
+            self.wfile.write(b"HTTP/1.1 200 Connection established\r\n\r\n")
+            self.wfile.flush()
+            # Nothing is left in rfile's buffer: the dialer sends its first byte after the 200.
+            pump = threading.Thread(target=_pump, args=(upstream, self.connection), daemon=True)
+            pump.start()
+            _pump(self.connection, upstream)
+            pump.join(timeout=5)
+
+
+def _pump(source: socket.socket, sink: socket.socket) -> None:
+    with contextlib.suppress(OSError):
+        while data := source.recv(65536):
+            sink.sendall(data)
+    with contextlib.suppress(OSError):
+        sink.shutdown(socket.SHUT_WR)
+
+
+class EgressProxy(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
+    """kube-apiserver's egress to the cluster (logs, exec, port-forward): HTTP CONNECT on a
+    unix socket, as konnectivity offers it, to test hosts' published ports."""
+
+    daemon_threads = True
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(str(path), _ConnectHandler)
+        self.thread = threading.Thread(target=self.serve_forever, name="egress-proxy", daemon=True)
+        self.thread.start()
+
+    def stop(self) -> None:
+        self.shutdown()
+        self.server_close()
+
+
 @dataclass
 class ControlPlane:
     """etcd + kube-apiserver in `workdir`; `kubeconfig` grants cluster-admin."""
@@ -57,6 +123,8 @@ class ControlPlane:
     processes: dict[str, subprocess.Popen] = field(default_factory=dict)
     argv: dict[str, list[str]] = field(default_factory=dict)
     kubeconfig: Path | None = None
+    api_port: int = 0
+    egress: EgressProxy | None = None
 
     def start(self) -> ControlPlane:
         for binary in ("etcd", "kube-apiserver", "kubectl"):
@@ -74,10 +142,20 @@ class ControlPlane:
                  "-extfile", str(pki / "san.ext"), "-out", str(pki / "apiserver.crt"))  # fmt: skip
         _openssl("genrsa", "-out", str(pki / "sa.key"), "2048")
         _openssl("rsa", "-in", str(pki / "sa.key"), "-pubout", "-out", str(pki / "sa.pub"))
+        # kube-apiserver's client certificate towards kubelets (logs, exec): kubeadm's shape.
+        self.issue_cert("apiserver-kubelet-client", "kube-apiserver-kubelet-client", "system:masters")
         token = os.urandom(16).hex()
         (pki / "tokens.csv").write_text(f'{token},criops-admin,criops-admin,"system:masters"\n')
 
         etcd_port, peer_port, api_port = free_port(), free_port(), free_port()
+        self.api_port = api_port
+        egress = self.workdir / "egress.yaml"
+        egress.write_text(
+            "apiVersion: apiserver.k8s.io/v1beta1\nkind: EgressSelectorConfiguration\negressSelections:\n"
+            "- name: cluster\n  connection:\n    proxyProtocol: HTTPConnect\n"
+            f"    transport:\n      uds:\n        udsName: {self.workdir / 'egress.sock'}\n"
+        )
+        self.egress = EgressProxy(self.workdir / "egress.sock")
         logs = self.workdir / "logs"
         logs.mkdir()
         self._spawn("etcd", [
@@ -105,6 +183,13 @@ class ControlPlane:
             "--service-account-signing-key-file", str(pki / "sa.key"),
             "--service-cluster-ip-range", "10.96.0.0/24",
             "--disable-admission-plugins", "ServiceAccount",
+            # For test hosts joined as Nodes (testworld/kubelet.py): privileged pods, and
+            # kubelets reached by name through the egress proxy, with a client certificate.
+            "--allow-privileged=true",
+            "--kubelet-client-certificate", str(pki / "apiserver-kubelet-client.crt"),
+            "--kubelet-client-key", str(pki / "apiserver-kubelet-client.key"),
+            "--kubelet-preferred-address-types", "Hostname,InternalIP",
+            "--egress-selector-config-file", str(egress),
         ], logs)  # fmt: skip
 
         self.kubeconfig = self.workdir / "kubeconfig"
@@ -118,6 +203,46 @@ class ControlPlane:
         )
         self.wait_ready()
         return self
+
+    def issue_cert(self, name: str, common_name: str, organization: str = "") -> tuple[Path, Path]:
+        """A client certificate `pki/<name>.crt` (and `.key`) signed by the cluster's CA."""
+        pki = self.workdir / "pki"
+        subject = f"/CN={common_name}" + (f"/O={organization}" if organization else "")
+        crt, key, csr = (pki / f"{name}.{ext}" for ext in ("crt", "key", "csr"))
+        _openssl("req", "-newkey", "rsa:2048", "-nodes", "-subj", subject, "-keyout", str(key), "-out", str(csr))
+        (pki / f"{name}.ext").write_text("extendedKeyUsage=clientAuth\n")
+        _openssl("x509", "-req", "-in", str(csr), "-CA", str(pki / "ca.crt"), "-CAkey", str(pki / "ca.key"),
+                 "-CAcreateserial", "-days", "1", "-extfile", str(pki / f"{name}.ext"), "-out", str(crt))  # fmt: skip
+        return crt, key
+
+    def start_cluster(self) -> None:
+        """kube-scheduler and kube-controller-manager beside kube-apiserver, for Nodes with kubelets."""
+        if "kube-scheduler" in self.processes:
+            return
+        for binary in ("kube-scheduler", "kube-controller-manager"):
+            if not k8s_binary(binary).exists():
+                raise RuntimeError(f"{k8s_binary(binary)} is missing: run hack/k8s-tools.sh (hack/bootstrap.sh does)")
+        pki, logs = self.workdir / "pki", self.workdir / "logs"
+        # Both serve their health checks on loopback only; one instance each, no election.
+        common = ["--kubeconfig", str(self.kubeconfig), "--leader-elect=false", "--bind-address", "127.0.0.1"]
+        self._spawn("kube-scheduler", [
+            str(k8s_binary("kube-scheduler")), *common, "--secure-port", str(free_port()),
+        ], logs)  # fmt: skip
+        flex = self.workdir / "flexvolume"
+        flex.mkdir(exist_ok=True)
+        self._spawn("kube-controller-manager", [
+            str(k8s_binary("kube-controller-manager")), *common, "--secure-port", str(free_port()),
+            "--service-account-private-key-file", str(pki / "sa.key"), "--root-ca-file", str(pki / "ca.crt"),
+            # Its default, /usr/libexec/kubernetes/..., would be created on the machine.
+            "--flex-volume-plugin-dir", str(flex),
+        ], logs)  # fmt: skip
+
+    def stop_cluster(self) -> None:
+        """Stop kube-scheduler and kube-controller-manager (kube-apiserver and etcd keep running)."""
+        for name in ("kube-controller-manager", "kube-scheduler"):
+            process = self.processes.pop(name, None)
+            if process is not None:
+                _terminate(process)
 
     def _spawn(self, name: str, argv: list[str], logs: Path) -> None:
         self.argv[name] = argv
@@ -163,6 +288,8 @@ class ControlPlane:
     def stop(self) -> None:
         for process in reversed(list(self.processes.values())):
             _terminate(process)
+        if self.egress is not None:
+            self.egress.stop()
 
 
 def _terminate(process: subprocess.Popen) -> None:

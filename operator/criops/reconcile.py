@@ -229,7 +229,7 @@ class Reconciler:
         await self.validator.validate(writer, writer.name, target, timer=True)
 
     async def ensure_runtime_class(self, writer: StatusWriter, target: CheckedSpec) -> None:
-        """The runtime's RuntimeClass (kata), selecting only Nodes where criops proved the handler."""
+        """The runtime's RuntimeClass (crun, kata), selecting only Nodes where criops proved the handler."""
         body = runtimeclass.desired(target.runtime)
         if body is not None and await client.apply_runtime_class(body):
             writer.post("Normal", "RuntimeClass", f"RuntimeClass {body['metadata']['name']} applied")

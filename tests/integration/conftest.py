@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import http.server
+import os
 import re
 import shutil
 import subprocess
@@ -26,11 +27,13 @@ from testworld.hosts import REPO, ArtifactServer, Node, Tarball, hack_script, lo
 
 @pytest.fixture(scope="module")
 def test_host(request: pytest.FixtureRequest) -> Iterator[Node]:
-    """A fresh bookworm test host for one test module, removed afterwards."""
+    """A fresh bookworm test host for one test module, removed afterwards. Its name starts
+    with $CRIOPS_TEST_HOST_PREFIX (criops-it): runs side by side keep to their own hosts."""
     if shutil.which("podman") is None:
         pytest.fail("podman is required for the integration tests (hack/bootstrap.sh installs it)")
     module = request.module.__name__.rsplit(".", 1)[-1]
-    name = f"criops-it-{re.sub(r'[^a-z0-9]+', '-', module.lower()).strip('-')}-{uuid.uuid4().hex[:8]}"
+    prefix = os.environ.get("CRIOPS_TEST_HOST_PREFIX", "criops-it")
+    name = f"{prefix}-{re.sub(r'[^a-z0-9]+', '-', module.lower()).strip('-')}-{uuid.uuid4().hex[:8]}"
     try:
         started = local_host("up", name)
         if started.returncode != 0:

@@ -261,12 +261,26 @@ def test_kata_nodes_are_in_the_kata_group_under_containerd_and_run_kata_runtime_
     assert variables["cri_validate_handler_checks"]["kata"][0][1:] == ["check", "--no-network-checks"]
 
 
-def test_only_kata_gets_a_runtime_class_and_it_selects_proven_nodes():
-    assert runtimeclass.desired("containerd") is None
-    kata = runtimeclass.desired("kata")
-    assert kata["handler"] == "kata"
-    assert kata["scheduling"]["nodeSelector"] == {"criops.dev/runtime": "kata", "criops.dev/validated": "true"}
-    assert runtimeclass.managed(kata)
+def test_every_handler_but_the_default_gets_a_runtime_class_that_selects_proven_nodes():
+    # runc serves pods without a RuntimeClass; the CRI v1alpha2 runtimes have no handler.
+    for runtime in ("containerd", "virtlet", "singularity-cri"):
+        assert runtimeclass.desired(runtime) is None
+    for runtime in ("crun", "kata"):
+        body = runtimeclass.desired(runtime)
+        assert body["metadata"]["name"] == body["handler"] == runtime
+        assert body["scheduling"]["nodeSelector"] == {
+            "criops.dev/runtime": runtime, "criops.dev/validated": "true"}  # fmt: skip
+        assert runtimeclass.managed(body)
+    # crun's pods are host processes like runc's: no overhead, left out rather than empty.
+    assert "overhead" not in runtimeclass.desired("crun")
+    assert runtimeclass.desired("kata")["overhead"] == {"podFixed": {"cpu": "250m", "memory": "160Mi"}}
+
+
+def test_every_handler_criops_validates_other_than_runc_has_a_runtime_class():
+    from criops.core.runtimes import CATALOG
+
+    handlers = {r.handler for r in CATALOG.values() if r.has_handlers} - {"runc"}
+    assert handlers == {r.runtime_class.handler for r in CATALOG.values() if r.runtime_class}
 
 
 def test_the_runtime_class_goes_with_the_last_runtime_node_that_needs_it():

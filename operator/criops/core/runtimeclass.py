@@ -20,14 +20,16 @@ def desired(runtime: str) -> dict[str, Any] | None:
     spec = facts.runtime_class if facts else None
     if spec is None:
         return None
-    return {
+    body: dict[str, Any] = {
         "apiVersion": "node.k8s.io/v1",
         "kind": "RuntimeClass",
         "metadata": {"name": spec.handler, "labels": dict(MANAGED_BY)},
         "handler": spec.handler,
-        "overhead": {"podFixed": dict(spec.overhead)},
         "scheduling": {"nodeSelector": {LABEL_RUNTIME: runtime, LABEL_VALIDATED: "true"}},
     }
+    if spec.overhead:
+        body["overhead"] = {"podFixed": dict(spec.overhead)}
+    return body
 
 
 def managed(obj: dict[str, Any]) -> bool:

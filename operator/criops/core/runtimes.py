@@ -27,8 +27,9 @@ class RuntimeClassSpec:
     """The RuntimeClass criops applies for a runtime that is a containerd handler of its own."""
 
     handler: str
-    # Fixed per-pod overhead (RuntimeClass overhead.podFixed).
-    overhead: dict[str, str]
+    # Fixed per-pod overhead (RuntimeClass overhead.podFixed); none for a handler
+    # that runs pods as host processes like runc does (an empty overhead is left out).
+    overhead: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -73,7 +74,16 @@ CATALOG: dict[str, Runtime] = {
     runtime.name: runtime
     for runtime in (
         Runtime("containerd", CONTAINERD_SOCKET, "v1", "containerd", handler="runc", roles=_CONTAINERD),
-        Runtime("crun", CONTAINERD_SOCKET, "v1", "containerd", handler="crun", roles=_CONTAINERD),
+        # runc is the handler of pods without a RuntimeClass (the cluster's default): it needs none.
+        Runtime(
+            "crun",
+            CONTAINERD_SOCKET,
+            "v1",
+            "containerd",
+            handler="crun",
+            runtime_class=RuntimeClassSpec("crun"),
+            roles=_CONTAINERD,
+        ),
         # Kata nodes are containerd nodes too: the kata group is a child of containerd.
         Runtime(
             "kata",

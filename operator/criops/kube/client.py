@@ -211,10 +211,10 @@ async def apply_runtime_class(body: dict[str, Any]) -> bool:
             return True
         if not runtimeclass.managed(current):
             return False  # Someone else's RuntimeClass of that name: left alone.
-        if all(current.get(k) == body[k] for k in ("handler", "overhead", "scheduling")):
+        if all(current.get(k) == body.get(k) for k in ("handler", "overhead", "scheduling")):
             return False
-        # handler is immutable; overhead and scheduling can be patched.
-        patch = {k: body[k] for k in ("overhead", "scheduling")}
+        # handler is immutable; overhead and scheduling can be patched (a None drops an overhead).
+        patch = {k: body.get(k) for k in ("overhead", "scheduling")}
         node_api().patch_runtime_class(name, patch, _content_type=MERGE_PATCH, _request_timeout=REQUEST_TIMEOUT)
         return True
 

@@ -59,6 +59,7 @@ else
 fi
 "$CRIOPS_ROOT/hack/k8s-tools.sh"
 "$CRIOPS_ROOT/hack/host-images.sh"
+"$CRIOPS_ROOT/hack/slim-image.sh"
 "$CRIOPS_ROOT/hack/test-images.sh"
 "$CRIOPS_ROOT/hack/containerd-tarball.sh" >/dev/null
 "$CRIOPS_ROOT/hack/guest-kernel.sh" >/dev/null

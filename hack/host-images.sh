@@ -4,23 +4,18 @@
 # recipe changes (its hash is stored as an image label).
 . "$(dirname "$0")/lib.sh"
 
-mirror="${CRIOPS_DEBIAN_MIRROR:-http://deb.debian.org/debian}"
 recipe=$(recipe_hash "$0" "$CRIOPS_ROOT/hack/lib.sh")
 # What a freshly installed cloud node has, plus python3-apt so Ansible's apt
 # module need not install it on every test run.
 packages=systemd,systemd-sysv,dbus,python3,python3-apt,ca-certificates,iproute2,procps,kmod,openssh-server,sudo
 
 build_one() {
-  local suite=$1 image="localhost/criops-test-host:$1"
-  if [[ $(podman image inspect --format '{{index .Labels "dev.criops.recipe"}}' "$image" 2>/dev/null) == "$recipe" ]]; then
+  local suite=$1 image="localhost/criops-test-host:$1" root
+  if image_is_current "$image" "$recipe"; then
     log "$image is current"
     return
   fi
-  local root
-  root=$(mktemp -d "$CRIOPS_CACHE/rootfs-$suite.XXXX")
-  log "debootstrap $suite into $root"
-  debootstrap --variant=minbase --include="$packages" "$suite" "$root" "$mirror" >"$root.log" 2>&1 \
-    || { tail -20 "$root.log" >&2; die "debootstrap $suite failed (log: $root.log)"; }
+  root=$(debootstrap_rootfs "$suite" "$suite" --include="$packages")
   # A container has no consoles or hardware clocks to wait for.
   chroot "$root" systemctl mask getty.target console-getty.service systemd-remount-fs.service \
     systemd-firstboot.service systemd-timesyncd.service >/dev/null 2>&1 || true
@@ -29,11 +24,7 @@ build_one() {
   rm -rf "$root"/var/cache/apt/archives/*.deb "$root"/var/lib/apt/lists/*
   touch -d '2000-01-01' "$root/var/lib/apt/lists"
   : >"$root/etc/machine-id"
-  log "importing $image"
-  tar -C "$root" -c . | podman import \
-    --change 'CMD ["/sbin/init"]' --change 'STOPSIGNAL SIGRTMIN+3' \
-    --change "LABEL dev.criops.recipe=$recipe" - "$image" >/dev/null
-  rm -rf "$root" "$root.log"
+  import_rootfs "$root" "$image" "$recipe" --change 'CMD ["/sbin/init"]' --change 'STOPSIGNAL SIGRTMIN+3'
 }
 
 for suite in $TEST_HOST_SUITES; do build_one "$suite"; done

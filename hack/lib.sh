@@ -152,6 +152,31 @@ build_is_current() {
 # record_build NAME KEY: NAME was built from the recipe KEY.
 record_build() { echo "$2" >"$CRIOPS_CACHE/$1.recipe"; }
 
+# image_is_current IMAGE RECIPE: podman holds IMAGE, built from RECIPE (its label).
+image_is_current() {
+  [[ $(podman image inspect --format '{{index .Labels "dev.criops.recipe"}}' "$1" 2>/dev/null) == "$2" ]]
+}
+
+# debootstrap_rootfs SUITE NAME [DEBOOTSTRAP ARGS...]: a minbase Debian root in a new
+# directory of the cache (printed), from $CRIOPS_DEBIAN_MIRROR or deb.debian.org.
+debootstrap_rootfs() {
+  local suite=$1 root
+  root=$(mktemp -d "$CRIOPS_CACHE/rootfs-$2.XXXX")
+  log "debootstrap $suite into $root"
+  debootstrap --variant=minbase "${@:3}" "$suite" "$root" "${CRIOPS_DEBIAN_MIRROR:-http://deb.debian.org/debian}" \
+    >"$root.log" 2>&1 || { tail -20 "$root.log" >&2; die "debootstrap $suite failed (log: $root.log)"; }
+  echo "$root"
+}
+
+# import_rootfs ROOT IMAGE RECIPE [podman import --change ARGS...]: ROOT as IMAGE, labelled
+# with RECIPE; ROOT and its debootstrap log are removed.
+import_rootfs() {
+  local root=$1 image=$2 recipe=$3
+  log "importing $image"
+  tar -C "$root" -c . | podman import --quiet "${@:4}" --change "LABEL dev.criops.recipe=$recipe" - "$image" >/dev/null
+  rm -rf "$root" "$root.log"
+}
+
 # debian_kernel_package META: the versioned linux-image package a Debian
 # kernel metapackage (linux-image-amd64, linux-image-cloud-amd64) depends on.
 debian_kernel_package() {

@@ -19,6 +19,8 @@ from testworld.hosts import REPO
 
 pytestmark = pytest.mark.integration
 # runc (crun refuses hybrid cgroups) and rlimits within this machine's hard limits.
+# The image on a Debian 12 slim base (hack/slim-image.sh here, as debian:bookworm-slim).
+IMAGE_SIZE_LIMIT = 400_000_000
 PODMAN_RUN = ["podman", "run", "--runtime", "runc", "--ulimit", "nofile=20000:20000", "--ulimit", "nproc=4096:4096"]
 
 
@@ -32,6 +34,8 @@ def image() -> str:
 def test_the_image_carries_the_playbooks_and_tools(image):
     script = (
         "cd /opt/criops && ansible-playbook --syntax-check -i localhost, playbooks/site.yml playbooks/validate.yml"
+        # The two collections the roles use, taken alone from the pinned ansible release.
+        " && ansible-doc -t module community.general.modprobe ansible.posix.sysctl >/dev/null"
         " && critest --version && crictl --version && id -u"
     )
     checked = subprocess.run(
@@ -41,6 +45,14 @@ def test_the_image_carries_the_playbooks_and_tools(image):
     assert checked.returncode == 0, checked.stderr
     assert "critest version: v1.37.0" in checked.stdout
     assert checked.stdout.strip().endswith("10001")
+
+
+def test_the_image_stays_small(image):
+    """Only what the operator runs: no `ansible` bundle, no build tools (operator/image-venv.sh)."""
+    size = int(subprocess.run(["podman", "image", "inspect", "--format", "{{.Size}}", image],
+                              capture_output=True, text=True, check=True).stdout)  # fmt: skip
+    print(f"operator image: {size / 1e6:.0f} MB")
+    assert size < IMAGE_SIZE_LIMIT, f"{image} is {size / 1e6:.0f} MB, over {IMAGE_SIZE_LIMIT / 1e6:.0f} MB"
 
 
 def test_the_image_runs_the_operator_as_the_deployment_does(image, kubeconfig_with_crd, control_plane: ControlPlane,

@@ -24,3 +24,4 @@ def load(role: str, name: str) -> ModuleType:
 critest_report = load("cri_validate", "critest_report")
 containerd_config = load("containerd", "containerd_config")
 kata_dropin = load("kata", "kata_dropin")
+cri_pods = load("cri_tools", "cri_pods")

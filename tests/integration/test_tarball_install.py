@@ -2,20 +2,27 @@
 HTTP mirror, verified by sha256, installed on a fresh node by site.yml.
 
 The tarball is hack/containerd-tarball.sh's (Debian's containerd binaries in
-upstream's layout); runc still comes from the Debian runc package.
+upstream's layout); runc still comes from the Debian runc package. Last,
+reset.yml: refused while a pod sandbox runs (the node untouched), then forced.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import subprocess
-import tarfile
 from pathlib import Path
 
 import pytest
 
-from testworld.hosts import ArtifactServer, Node, Tarball, assert_run_changes_nothing, play_recap, run_playbook
+from testworld.hosts import (
+    ArtifactServer,
+    Node,
+    Tarball,
+    assert_run_changes_nothing,
+    member_sha256,
+    play_recap,
+    run_playbook,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -32,13 +39,6 @@ def tarball_vars(containerd_tarball: Tarball, artifact_server: ArtifactServer) -
 @pytest.fixture(scope="module")
 def first_run(inventory: Path, tarball_vars: dict) -> subprocess.CompletedProcess[str]:
     return run_playbook(inventory, "playbooks/site.yml", tarball_vars)
-
-
-def _member_sha256(tarball: Path, member: str) -> str:
-    with tarfile.open(tarball) as archive:
-        extracted = archive.extractfile(member)
-        assert extracted is not None, f"{member} is not a file in {tarball}"
-        return hashlib.file_digest(extracted, "sha256").hexdigest()
 
 
 def test_site_installs_containerd_from_the_tarball(
@@ -59,7 +59,7 @@ def test_containerd_runs_the_tarball_binaries(
     # The very files of the tarball, not some other containerd.
     installed = test_host.sh("sha256sum /usr/local/bin/containerd /usr/local/bin/containerd-shim-runc-v2").stdout
     for binary in ("containerd", "containerd-shim-runc-v2"):
-        assert f"{_member_sha256(containerd_tarball.path, 'bin/' + binary)}  /usr/local/bin/{binary}" in installed
+        assert f"{member_sha256(containerd_tarball.path, 'bin/' + binary)}  /usr/local/bin/{binary}" in installed
     # No distribution containerd underneath; runc comes from Debian's runc package.
     packages = test_host.sh("dpkg-query -W -f='${Package} ${db:Status-Abbrev}\\n' containerd runc", check=False).stdout
     assert "runc ii" in packages, packages
@@ -81,3 +81,30 @@ def test_second_run_changes_nothing(
 ) -> None:
     assert first_run.returncode == 0
     assert_run_changes_nothing(inventory, test_host, tarball_vars)
+
+
+GUARDED_POD = {"metadata": {"name": "still-serving", "namespace": "team-a", "uid": "guarded-1", "attempt": 0}}
+
+
+def test_reset_refuses_while_a_pod_runs_and_removes_containerd_when_forced(
+    first_run: subprocess.CompletedProcess[str], inventory: Path, tarball_vars: dict, test_host: Node
+) -> None:
+    """(Last: it removes the module's containerd.)"""
+    assert first_run.returncode == 0
+    test_host.sh(f"echo '{json.dumps(GUARDED_POD)}' >/root/guarded-pod.json")
+    test_host.sh("crictl runp --runtime crun /root/guarded-pod.json")
+    refused = run_playbook(inventory, "playbooks/reset.yml", tarball_vars)
+    assert refused.returncode != 0
+    assert "team-a/still-serving (handler crun)" in refused.stdout, refused.stdout[-3000:]
+    assert "cri_tools_reset_force=true" in refused.stdout
+    # Refused before anything changed: containerd, its binaries and the pod are all there.
+    assert play_recap(refused.stdout)[test_host.name]["changed"] == 0
+    assert test_host.sh("systemctl is-active containerd").stdout.strip() == "active"
+    assert "still-serving" in test_host.sh("crictl pods --state ready --output json").stdout
+
+    forced = run_playbook(inventory, "playbooks/reset.yml", {**tarball_vars, "cri_tools_reset_force": True})
+    assert forced.returncode == 0, forced.stdout[-6000:]
+    assert test_host.sh("systemctl is-active containerd", check=False).stdout.strip() != "active"
+    gone = "/usr/local/bin/containerd /usr/local/bin/crictl /etc/containerd/config.toml"
+    left = test_host.sh(f"ls {gone} 2>&1", check=False)
+    assert left.stdout.count("No such file") == 3, left.stdout

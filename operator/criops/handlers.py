@@ -170,11 +170,15 @@ async def probe(
 
 
 @kopf.on.delete(GROUP, VERSION, PLURAL)
-async def delete(spec: kopf.Spec, name: str, uid: str, memo: kopf.Memo, **_: Any) -> None:
-    """Take exactly criops' labels, condition and taint off the Node; nothing else."""
+async def delete(spec: kopf.Spec, meta: kopf.Meta, name: str, uid: str, memo: kopf.Memo, **_: Any) -> None:
+    """Take exactly criops' labels, condition and taint off the Node; nothing else.
+    While pods still use the RuntimeClass that would go with it, the deletion waits."""
     state = state_of(memo)
     async with state.locks[uid]:
-        await state.reconciler.cleanup(name, dict(spec))
+        try:
+            await state.reconciler.cleanup(name, dict(spec), dict(meta.get("annotations") or {}))
+        except TransientError as error:
+            raise kopf.TemporaryError(str(error), delay=state.settings.retry_delay) from None
     state.forget(uid)
 
 

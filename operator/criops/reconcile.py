@@ -234,16 +234,29 @@ class Reconciler:
         if body is not None and await client.apply_runtime_class(body):
             writer.post("Normal", "RuntimeClass", f"RuntimeClass {body['metadata']['name']} applied")
 
-    async def cleanup(self, name: str, spec: dict[str, Any]) -> None:
+    async def cleanup(self, name: str, spec: dict[str, Any], annotations: dict[str, str] | None = None) -> None:
         """A RuntimeNode is going: take exactly criops' labels, condition and taint off its
-        Node, and its RuntimeClass with the last RuntimeNode that needs it; nothing else."""
+        Node, and its RuntimeClass with the last RuntimeNode that needs it; nothing else.
+
+        While unfinished pods still ask for that RuntimeClass, refuse before anything
+        changes (TransientError naming them: the deletion waits and is retried), unless
+        the RuntimeNode carries criops.dev/force-delete: "true"."""
         node, runtime = spec.get("nodeName"), spec.get("runtime")
+        desired = runtimeclass.desired(str(runtime))
+        last = desired is not None and not runtimeclass.still_needed(
+            str(runtime), await client.list_runtime_nodes(), name
+        )
+        if desired is not None and last and not runtimeclass.forced(annotations):
+            users = runtimeclass.pods_using(await client.list_pods(), desired["metadata"]["name"])
+            if users:
+                raise TransientError(
+                    f"RuntimeClass {desired['metadata']['name']} goes with this RuntimeNode, and pods still "
+                    f"use it: {', '.join(users)}. Delete them first, or annotate the RuntimeNode "
+                    f'{runtimeclass.FORCE_DELETE_ANNOTATION}="true" to remove it anyway'
+                )
         if isinstance(node, str) and node:
             found = await nodes.cleanup(node)
             log.info("Node %s %s", node, "cleaned up" if found else "is gone: nothing to clean up")
-        desired = runtimeclass.desired(str(runtime))
-        if desired is None:
-            return
-        if not runtimeclass.still_needed(str(runtime), await client.list_runtime_nodes(), name):
+        if desired is not None and last:
             removed = await client.delete_runtime_class(desired["metadata"]["name"])
             log.info("RuntimeClass %s removed with the last RuntimeNode: %s", desired["metadata"]["name"], removed)

@@ -293,6 +293,26 @@ def test_the_runtime_class_goes_with_the_last_runtime_node_that_needs_it():
     assert not runtimeclass.still_needed("kata", [rn("a", "kata"), rn("b", "kata", deleting=True)], leaving="a")
 
 
+def test_a_runtime_class_is_not_removed_while_unfinished_pods_ask_for_it():
+    def pod(name, runtime_class, phase="Running", node="worker-1"):
+        spec = {"runtimeClassName": runtime_class, **({"nodeName": node} if node else {})}
+        return {"metadata": {"namespace": "shop", "name": name}, "spec": spec, "status": {"phase": phase}}
+
+    pods = [
+        pod("web", "crun"),
+        pod("queued", "crun", phase="Pending", node=None),
+        pod("done", "crun", phase="Succeeded"),
+        pod("broken", "crun", phase="Failed"),
+        pod("vm", "kata"),
+        {"metadata": {"namespace": "shop", "name": "plain"}, "spec": {}, "status": {"phase": "Running"}},
+    ]
+    assert runtimeclass.pods_using(pods, "crun") == ["shop/queued on no node yet", "shop/web on worker-1"]
+    assert runtimeclass.pods_using(pods, "absent") == []
+    assert runtimeclass.forced({"criops.dev/force-delete": "true"})
+    assert not runtimeclass.forced({"criops.dev/force-delete": "yes"})
+    assert not runtimeclass.forced(None)
+
+
 def test_a_failed_run_is_explained_by_its_first_failed_task_in_its_own_words():
     loop = {"msg": "One or more items failed", "results": [
         {"failed": False, "msg": ""},

@@ -12,6 +12,10 @@ from .node_labels import LABEL_RUNTIME, LABEL_VALIDATED
 from .runtimes import CATALOG
 
 MANAGED_BY = {"app.kubernetes.io/managed-by": "criops"}
+# On a RuntimeNode being deleted: remove its RuntimeClass even while pods use it.
+FORCE_DELETE_ANNOTATION = "criops.dev/force-delete"
+# Pod phases after which a pod needs its RuntimeClass no more.
+_FINISHED = frozenset({"Succeeded", "Failed"})
 
 
 def desired(runtime: str) -> dict[str, Any] | None:
@@ -45,3 +49,20 @@ def still_needed(runtime: str, others: list[dict[str, Any]], leaving: str) -> bo
         and not o.get("metadata", {}).get("deletionTimestamp")
         for o in others
     )
+
+
+def pods_using(pods: list[dict[str, Any]], name: str) -> list[str]:
+    """Every unfinished pod that asks for the RuntimeClass `name`, as "<namespace>/<pod> on <node>",
+    sorted: a kubelet needs the RuntimeClass to start or restart their sandboxes."""
+    using = []
+    for pod in pods:
+        spec, status, meta = pod.get("spec") or {}, pod.get("status") or {}, pod.get("metadata") or {}
+        if spec.get("runtimeClassName") != name or status.get("phase") in _FINISHED:
+            continue
+        where = spec.get("nodeName") or "no node yet"
+        using.append(f"{meta.get('namespace', '')}/{meta.get('name', '')} on {where}")
+    return sorted(using)
+
+
+def forced(annotations: dict[str, str] | None) -> bool:
+    return (annotations or {}).get(FORCE_DELETE_ANNOTATION) == "true"

@@ -221,6 +221,16 @@ async def apply_runtime_class(body: dict[str, Any]) -> bool:
     return await asyncio.to_thread(call)
 
 
+async def list_pods() -> list[dict[str, Any]]:
+    """Every pod of the cluster (the RuntimeClass guard looks at their spec and phase)."""
+
+    def call() -> list[dict[str, Any]]:
+        answer = core().list_pod_for_all_namespaces(_preload_content=False, _request_timeout=REQUEST_TIMEOUT)
+        return list(raw(answer).get("items") or [])
+
+    return await asyncio.to_thread(call)
+
+
 async def delete_runtime_class(name: str) -> bool:
     """Delete a criops-managed RuntimeClass; True when it was deleted."""
 

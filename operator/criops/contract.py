@@ -15,9 +15,12 @@ through ansible-runner (criops.ansible_run), one node per run:
     generation) and handler, whether critest runs and with which focus,
     skip, parallelism and timeout, the handler checks of the runtime's catalog
     row and whether validation stops a stopped pod's containers in the
-    kubelet's place (the row's ``leaves_containers_of_stopped_pods``), image
-    overrides, and ``cri_validate_report_dir`` (the run's own report
-    directory, added by ansible_run).
+    kubelet's place (the row's ``leaves_containers_of_stopped_pods``), where
+    smoke pods and critest run (``cri_validate_instance``: ``throwaway`` for a
+    containerd at the catalog's socket, core.runtimes.validation_instance;
+    ``live`` otherwise, which needs a drained Node), image overrides, and
+    ``cri_validate_report_dir`` (the run's own report directory, added by
+    ansible_run).
 
 Inventory (``inventory`` below)
     One host, named like its Node, in its runtime's group; that group is a
@@ -54,7 +57,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from .core.runtimes import CATALOG, CRI_NODES_GROUP
+from .core.runtimes import CATALOG, CRI_NODES_GROUP, validation_instance
 from .core.spec import CheckedSpec
 from .core.untrusted import mark_unsafe
 
@@ -110,6 +113,9 @@ def validate_vars(target: CheckedSpec, critest: bool, failures_listed: int) -> d
         "cri_validate_failures_listed": failures_listed,
         # A kubelet's duty critest leaves undone (virtlet: its VMs would pile up).
         "cri_validate_stop_containers_of_stopped_pods": CATALOG[target.runtime].leaves_containers_of_stopped_pods,
+        # Smoke pods and critest on a throwaway containerd where there is one: a live
+        # Node's kubelet stops every pod sandbox it did not create.
+        "cri_validate_instance": validation_instance(target.runtime, target.endpoint),
     }
     checks = CATALOG[target.runtime].handler_checks
     if checks:

@@ -98,8 +98,9 @@ class Validator:
 
     @staticmethod
     async def require_drained(target: CheckedSpec) -> None:
-        """Refuse (for now) a spec change that would run critest on a live Node."""
-        if target.validation.critest:
+        """Refuse a spec change that would run critest on a live Node's own CRI server.
+        containerd runtimes get a throwaway instance instead: no Node to read, nothing to drain."""
+        if target.validation.critest and st.needs_drained_node(target.runtime, target.endpoint):
             node = await client.read_node(target.node)
             # A kubelet that cannot use the runtime gets no critest, so nothing to drain.
             blocker = None if st.kubelet_cannot_use(target.runtime, node) else st.critest_blocker(node)

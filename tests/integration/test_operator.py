@@ -214,16 +214,23 @@ def test_delete_removes_exactly_what_criops_put_on_the_node(world):
     assert not [c for c in current["status"].get("conditions", []) if c["type"] == "CRIRuntimeValidated"]
 
 
-def test_critest_waits_until_a_live_node_is_drained(world):
+def test_critest_on_a_live_nodes_own_cri_server_waits_until_it_is_drained(world):
+    """containerd at the catalog's socket is validated on a throwaway containerd (test_cluster.py);
+    a CRI server elsewhere has none, so critest there needs the Node drained. The socket here is
+    the host's containerd under another path, as a containerd at another socket would be."""
     plane, host = world["plane"], world["host"]
     live, rn_name = f"{host.name}-live", "live-node"
+    host.sh("mkdir -p /run/other-cri && ln -sf /run/containerd/containerd.sock /run/other-cri/cri.sock")
     register_node(plane, live, {}, [])
     # What a joined node's kubelet reports; critest on its socket would fight its pods.
     ready = {"status": {"conditions": [{"type": "Ready", "status": "True", "reason": "KubeletReady",
                                         "message": "kubelet is posting ready status"}]}}  # fmt: skip
     patched = plane.kubectl("patch", "node", live, "--subresource=status", "--type=merge", "-p", json.dumps(ready))
     assert patched.returncode == 0, patched.stderr
-    manifest = runtime_node(rn_name, live, ssh_port=world["port"], validation={"focus": ["Runtime info"]})
+    manifest = runtime_node(
+        rn_name, live, ssh_port=world["port"], criEndpoint="unix:///run/other-cri/cri.sock",
+        validation={"focus": ["Runtime info"]},
+    )  # fmt: skip
     assert plane.kubectl("apply", "-f", "-", stdin=json.dumps(manifest)).returncode == 0
 
     def validated() -> dict:
@@ -245,3 +252,4 @@ def test_critest_waits_until_a_live_node_is_drained(world):
     wait_for("Ready once cordoned", lambda: validated().get("reason") == "CritestPassed", 180, interval=2)
     assert len(runs(world["state"], rn_name)) == 1
     assert plane.kubectl("delete", "runtimenode", rn_name, "--timeout=60s", timeout=90).returncode == 0
+    host.sh("rm -rf /run/other-cri")

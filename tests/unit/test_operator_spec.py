@@ -107,6 +107,26 @@ def test_the_endpoints_cri_api_picks_the_validation_tools():
     assert validate_vars(sycri, critest=True, failures_listed=1)["cri_validate_cri_api"] == "v1alpha2"
 
 
+@pytest.mark.parametrize(
+    ("runtime", "endpoint", "instance"),
+    [
+        ("containerd", None, "throwaway"),
+        ("crun", None, "throwaway"),
+        ("kata", None, "throwaway"),
+        # Another socket may be another containerd, whose config the throwaway instance would not have.
+        ("containerd", "unix:///run/other/containerd.sock", "live"),
+        ("singularity-cri", None, "live"),
+        ("virtlet", None, "live"),
+    ],
+)
+def test_smoke_pods_and_critest_run_on_a_throwaway_containerd_where_there_is_one(
+    runtime: str, endpoint: str | None, instance: str
+):
+    changes = {"runtime": runtime, **({"criEndpoint": endpoint} if endpoint else {})}
+    variables = validate_vars(resolve(spec(**changes)), critest=True, failures_listed=1)
+    assert variables["cri_validate_instance"] == instance
+
+
 @pytest.mark.parametrize(("runtime", "duty"), [("containerd", False), ("singularity-cri", False), ("virtlet", True)])
 def test_validation_stops_a_stopped_pods_containers_only_for_runtimes_that_leave_them(runtime: str, duty: bool):
     variables = validate_vars(resolve(spec(runtime=runtime)), critest=True, failures_listed=1)

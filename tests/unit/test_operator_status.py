@@ -125,6 +125,23 @@ def test_critest_waits_for_a_live_node_to_be_drained():
     assert status.critest_blocker(None) is None
 
 
+@pytest.mark.parametrize(
+    ("runtime", "endpoint", "drained"),
+    [
+        # containerd runtimes: a throwaway containerd serves critest, the live Node keeps its pods.
+        ("containerd", "unix:///run/containerd/containerd.sock", False),
+        ("crun", "unix:///run/containerd/containerd.sock", False),
+        ("kata", "unix:///run/containerd/containerd.sock", False),
+        # No throwaway instance: critest on the Node's own CRI server, which must be drained.
+        ("containerd", "unix:///run/k3s/containerd/containerd.sock", True),
+        ("virtlet", "unix:///run/virtlet.sock", True),
+        ("singularity-cri", "unix:///var/run/singularity.sock", True),
+    ],
+)
+def test_only_runtimes_without_a_throwaway_instance_need_a_drained_node(runtime: str, endpoint: str, drained: bool):
+    assert status.needs_drained_node(runtime, endpoint) is drained
+
+
 def _kubelet(version: str | None) -> dict:
     node: dict = {"metadata": {"name": "n1"}, "status": {}}
     if version is not None:

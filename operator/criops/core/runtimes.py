@@ -20,6 +20,7 @@ CRI_NODES_GROUP = "cri_nodes"
 # Roles site.yml runs on every CRI node, whatever its runtime.
 SHARED_ROLES = ("node_prereqs", "cni_plugins", "cri_tools")
 CONTAINERD_SOCKET = "unix:///run/containerd/containerd.sock"
+ValidationInstance = Literal["live", "throwaway"]
 
 
 @dataclass(frozen=True)
@@ -57,6 +58,10 @@ class Runtime:
     # True when the runtime leaves a stopped pod's containers running, relying on
     # the kubelet to stop them first: validation does that duty while critest runs.
     leaves_containers_of_stopped_pods: bool = False
+    # True when its CRI server is the node's containerd: smoke pods and critest
+    # can then run on a throwaway containerd started beside it from its config
+    # (cri_validate_instance: throwaway), so a live Node need not be drained.
+    throwaway_instance: bool = False
 
     @property
     def has_handlers(self) -> bool:
@@ -73,7 +78,15 @@ _CONTAINERD = ("containerd",)
 CATALOG: dict[str, Runtime] = {
     runtime.name: runtime
     for runtime in (
-        Runtime("containerd", CONTAINERD_SOCKET, "v1", "containerd", handler="runc", roles=_CONTAINERD),
+        Runtime(
+            "containerd",
+            CONTAINERD_SOCKET,
+            "v1",
+            "containerd",
+            handler="runc",
+            roles=_CONTAINERD,
+            throwaway_instance=True,
+        ),
         # runc is the handler of pods without a RuntimeClass (the cluster's default): it needs none.
         Runtime(
             "crun",
@@ -83,6 +96,7 @@ CATALOG: dict[str, Runtime] = {
             handler="crun",
             runtime_class=RuntimeClassSpec("crun"),
             roles=_CONTAINERD,
+            throwaway_instance=True,
         ),
         # Kata nodes are containerd nodes too: the kata group is a child of containerd.
         Runtime(
@@ -97,6 +111,7 @@ CATALOG: dict[str, Runtime] = {
             # Kata's VM: the guest kernel, agent and hypervisor, as kata-deploy accounts them.
             runtime_class=RuntimeClassSpec("kata", {"cpu": "250m", "memory": "160Mi"}),
             roles=(*_CONTAINERD, "kata"),
+            throwaway_instance=True,
         ),
         # Archived runtimes that only ever spoke CRI v1alpha2 (dropped by kubelet 1.26).
         Runtime(
@@ -118,3 +133,12 @@ CATALOG: dict[str, Runtime] = {
         ),
     )
 }
+
+
+def validation_instance(runtime: str, endpoint: str) -> ValidationInstance:
+    """Where smoke pods and critest run: a throwaway containerd beside the node's, or the node's
+    CRI server itself. The throwaway instance is built from the node's containerd config, so
+    only the containerd at the catalog's socket qualifies; an endpoint a spec names elsewhere
+    may be another daemon with another config."""
+    facts = CATALOG[runtime]
+    return "throwaway" if facts.throwaway_instance and endpoint == facts.endpoint else "live"

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any, Literal
 
 from .conditions import find, is_true
-from .runtimes import CATALOG
+from .runtimes import CATALOG, validation_instance
 from .spec import kubelet_speaks_only_v1
 from .verdicts import DEGRADED, IN_PROGRESS, WAITING, Reason
 
@@ -77,12 +77,19 @@ def phase(conditions: list[dict[str, Any]], unsupported: bool = False) -> Phase:
     return "Pending"
 
 
+def needs_drained_node(runtime: str, endpoint: str) -> bool:
+    """True when critest would run on the Node's own CRI server (no throwaway instance for it)."""
+    return validation_instance(runtime, endpoint) == "live"
+
+
 def critest_blocker(node: dict[str, Any] | None) -> str | None:
     """Why critest must not run on this Node's CRI socket now, or None.
 
     critest needs the CRI server to itself: it creates and removes pods and
-    images. A Node whose kubelet reports Ready and that still takes pods is live;
-    one that never reported (not joined yet) or is cordoned may be tested.
+    images, and a running kubelet stops every pod sandbox it did not create.
+    A Node whose kubelet reports Ready and that still takes pods is live; one
+    that never reported (not joined yet) or is cordoned may be tested.
+    (Runtimes validated on a throwaway containerd never ask: needs_drained_node.)
     """
     if node is None:
         return None

@@ -3,23 +3,26 @@ kubelet (testworld/kubelet.py), beside kube-scheduler and kube-controller-manage
 and pods that ask for criops' RuntimeClass crun land only where criops proved crun.
 
 The tests share one host, one Node and one RuntimeNode and run in file order:
-joined -> a crun pod Pending until the proof, Running under crun after it ->
+joined -> a pod already running, the Node live (kubelet running, schedulable),
+the RuntimeNode validated without draining while a crun pod waits Pending for
+the proof, then runs under crun -> the timer probe on the live Node ->
 crun broken: validated=false and new pods Pending -> delete and leave: the
 RuntimeClass gone and the machine as it was before the kubelet started.
 
-critest and the smoke pod need the CRI server to themselves: the operator
-refuses a Ready, schedulable Node (NodeNotDrained), and a running kubelet stops
-within seconds every pod sandbox it did not create, critest's and the smoke
-pod's included. So each validation here runs with the Node drained as a user
-would: cordoned (no pods of this test run there) and its kubelet stopped; the
-kubelet starts again and the Node is uncordoned after. For the same reason the
-light probe is kept off a live Node (the longest interval): on a Node whose
-kubelet runs it would fail without the runtime being at fault.
+A running kubelet stops within seconds every pod sandbox it did not create
+(its housekeeping treats them as orphans). So criops runs critest and the smoke
+pod of containerd runtimes on a throwaway containerd beside the node's (its own
+root, state and socket, removed after; roles/cri_validate): the kubelet never
+sees them, and they never see the kubelet's pods. The tests watch the node
+through every validation: the node's containerd keeps exactly its pods, the
+running pods keep their containers (no restart), and nothing of the throwaway
+instance is left afterwards.
 """
 
 from __future__ import annotations
 
 import json
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -30,13 +33,16 @@ import pytest
 from testworld.cluster import DEBIAN12_EXPECTED_FAILURES, kubectl_json, operator_world, phase_is, runtime_node, wait_for
 from testworld.control_plane import ControlPlane, versions
 from testworld.hosts import Node, run_playbook
-from testworld.kubelet import join, leave, machine_state, wait_node_ready
+from testworld.kubelet import join, leave, machine_state
 
 pytestmark = pytest.mark.integration
 
 RN = "kn-crun"
 IMAGE = "10.0.2.2:5000/criops/busybox:1.0"
 LOG_LINE = "a pod under the RuntimeClass crun"
+# A pod of the cluster's default handler (runc), running before criops validates the node.
+RESIDENT = "resident"
+INTERVAL = 30
 # Set aside while crun is broken, restored after.
 CRUN, CRUN_ASIDE = "/usr/bin/crun", "/usr/bin/crun.criops-test"
 TIMINGS: dict[str, float] = {}
@@ -113,21 +119,100 @@ def validated_reason(plane: ControlPlane) -> str:
     return next((c.get("reason", "") for c in status.get("conditions", []) if c["type"] == "Validated"), "")
 
 
-def validate_drained(world: dict[str, Any], generation: int) -> dict[str, Any]:
-    """Cordon the Node and stop its kubelet, wait for the RuntimeNode's verdict on `generation`
-    (its status), then start the kubelet again and uncordon the Node."""
-    plane, host = world["plane"], world["host"]
-    assert plane.kubectl("cordon", host.name).returncode == 0
-    host.sh("systemctl stop kubelet.service")
-    try:
-        return wait_for(
-            f"generation {generation} Ready or Failed",
-            phase_is(plane, RN, "Ready", "Failed", generation=generation), 600, interval=2,
-        )  # fmt: skip
-    finally:
-        host.sh("systemctl start kubelet.service")
-        wait_node_ready(plane, host, 60)
-        assert plane.kubectl("uncordon", host.name).returncode == 0
+def live_state(host: Node) -> dict[str, Any]:
+    """The node's containerd as validation must leave it: its pods, their host-local IP
+    allocations (address -> sandbox), network namespaces, and containerd shims."""
+    script = (
+        "crictl pods -q; echo ---; "
+        # One file per address, its first line the sandbox; last_reserved_ip and lock are host-local's own.
+        "for f in /var/lib/cni/networks/*/*; do case ${f##*/} in *[!0-9a-f.:]*) ;; "
+        '*) echo "${f##*/} $(head -1 $f)";; esac; done; echo ---; '
+        "ls /run/netns; echo ---; pgrep -c containerd-shim"
+    )
+    pods, ips, netns, shims = (part.split() for part in host.sh(script, check=False).stdout.split("---"))
+    return {"pods": set(pods), "ips": dict(zip(ips[::2], ips[1::2], strict=True)), "netns": set(netns),
+            "shims": int(shims[0])}  # fmt: skip
+
+
+def throwaway_traces(host: Node) -> dict[str, str]:
+    """Whatever is left of the throwaway containerd: each entry must be empty."""
+    probes = {
+        # The brackets keep these scripts' own command lines from matching.
+        "unit": "systemctl list-units --all --plain --no-legend '[c]riops-validate-*'",
+        "processes": "pgrep -af '[c]riops-[v]alidate'",
+        "paths": "ls -d /run/[c]riops-validate-* /var/lib/[c]riops-validate-* 2>/dev/null",
+        "mounts": "findmnt -rn -o TARGET | grep '[c]riops-validate'",
+    }
+    return {what: host.sh(script, check=False).stdout.strip() for what, script in probes.items()}
+
+
+def assert_as_before(host: Node, before: dict[str, Any], added_pods: set[str] = frozenset()) -> None:
+    """Nothing of the throwaway instance left; the node's containerd has the pods it had (and the
+    `added_pods` the kubelet started meanwhile), and IP allocations and netns only for those."""
+    assert throwaway_traces(host) == dict.fromkeys(("unit", "processes", "paths", "mounts"), "")
+    after = live_state(host)
+    assert after["pods"] == before["pods"] | added_pods
+    added_ips = {ip: owner for ip, owner in after["ips"].items() if ip not in before["ips"]}
+    assert {ip: owner for ip, owner in after["ips"].items() if ip in before["ips"]} == before["ips"]
+    assert set(added_ips.values()) == added_pods, added_ips
+    assert before["netns"] <= after["netns"] and len(after["netns"]) == len(before["netns"]) + len(added_pods)
+    assert after["shims"] == before["shims"] + len(added_pods)
+
+
+def resident_container(plane: ControlPlane) -> tuple[str, int, str]:
+    """The resident pod's (containerID, restartCount, phase) as the kubelet reports them."""
+    status = get_pod(plane, RESIDENT)["status"]
+    container = (status.get("containerStatuses") or [{}])[0]
+    return container.get("containerID", ""), container.get("restartCount", -1), status.get("phase", "")
+
+
+class NodeWatch:
+    """Samples once a second, until stopped, the node containerd's pods, the resident pod's
+    container (on the node and as the kubelet reports it), and whether the throwaway
+    containerd is up."""
+
+    def __init__(self, plane: ControlPlane, host: Node) -> None:
+        self.plane, self.host = plane, host
+        self.samples: list[dict[str, Any]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            pods, resident, throwaway = self.host.sh(
+                "crictl pods -q | tr '\\n' ' '; echo '|'; "
+                f"crictl ps -q --label io.kubernetes.pod.name={RESIDENT} | tr '\\n' ' '; echo '|'; "
+                "systemctl is-active criops-validate-containerd.service",
+                check=False,
+            ).stdout.split("|")
+            self.samples.append(
+                {"pods": set(pods.split()), "resident": resident.split(), "throwaway": throwaway.strip() == "active",
+                 "api": resident_container(self.plane)}
+            )  # fmt: skip
+            self._stop.wait(1)
+
+    def __enter__(self) -> NodeWatch:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=30)
+
+    def assert_untouched(self, pods: set[str], container: tuple[str, int, str], added: set[str] = frozenset()) -> None:
+        """In every sample: the node's containerd had `pods` (and some of `added`), the resident
+        container was the same one, never restarted; and the throwaway containerd was seen up."""
+        assert self.samples, "no samples"
+        assert any(s["throwaway"] for s in self.samples), "the throwaway containerd was never seen running"
+        odd = [s for s in self.samples if not pods <= s["pods"] <= pods | added or s["api"] != container]
+        assert not odd, f"expected pods {pods} (+ {added}) and {container}, saw {odd[:3]}"
+        assert {tuple(s["resident"]) for s in self.samples} == {(container[0].removeprefix("containerd://"),)}
+
+
+def sandbox(host: Node, pod: str) -> str:
+    found = host.sh(f"crictl pods --namespace default --name {pod} --state ready -q").stdout.split()
+    assert len(found) == 1, found
+    return found[0]
 
 
 def test_a_test_host_joins_as_a_real_node(cluster):
@@ -144,35 +229,58 @@ def test_a_test_host_joins_as_a_real_node(cluster):
     assert f"systemd/{host.name}" in during["cgroups"], during
 
 
-def test_a_crun_pod_waits_for_the_proof_then_runs_under_crun(cluster):
+def test_a_live_node_is_validated_without_draining_while_its_pods_run(cluster):
     plane, host = cluster["plane"], cluster["host"]
+    resident = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": RESIDENT, "namespace": "default"},
+        "spec": {"terminationGracePeriodSeconds": 0,
+                 "containers": [{"name": "sleep", "image": IMAGE, "command": ["sleep", "3600"]}]},
+    }  # fmt: skip
+    assert plane.kubectl("create", "-f", "-", stdin=json.dumps(resident)).returncode == 0
+    wait_for("the resident pod Running", lambda: running(plane, RESIDENT), 120, interval=1)
+    container = wait_for("the resident container", lambda: (c := resident_container(plane))[0] and c, 30)
+    kubelet = host.sh("systemctl show kubelet.service -p NRestarts -p ActiveEnterTimestampMonotonic").stdout
+    before = live_state(host)
+    assert before["pods"] and before["ips"], before
+    cluster["resident"] = container
+
     manifest = runtime_node(
         RN, host.name, runtime="crun", ssh_port=cluster["port"],
-        validation={"focus": ["Runtime info", "PodSandbox"], "parallel": 2, "interval": "24h",
+        validation={"focus": ["Runtime info", "PodSandbox"], "parallel": 2, "interval": f"{INTERVAL}s",
                     "expectedFailures": DEBIAN12_EXPECTED_FAILURES},
     )  # fmt: skip
-    applied = plane.kubectl("apply", "-f", "-", stdin=json.dumps(manifest))
-    assert applied.returncode == 0, applied.stderr
-    # The RuntimeClass comes first; critest waits: the Node is live (Ready, schedulable).
-    wait_for("the RuntimeClass crun", lambda: plane.kubectl("get", "runtimeclass", "crun").returncode == 0, 60)
-    wait_for("NodeNotDrained", lambda: validated_reason(plane) == "NodeNotDrained", 60)
-    runtime_class = kubectl_json(plane, "get", "runtimeclass", "crun")
-    assert runtime_class["handler"] == "crun" and "overhead" not in runtime_class
-    assert runtime_class["scheduling"]["nodeSelector"] == {"criops.dev/runtime": "crun", "criops.dev/validated": "true"}
+    with NodeWatch(plane, host) as watch:
+        start = time.monotonic()
+        applied = plane.kubectl("apply", "-f", "-", stdin=json.dumps(manifest))
+        assert applied.returncode == 0, applied.stderr
+        # The RuntimeClass comes first; the Node is live (Ready, schedulable) and is not drained.
+        wait_for("the RuntimeClass crun", lambda: plane.kubectl("get", "runtimeclass", "crun").returncode == 0, 60)
+        runtime_class = kubectl_json(plane, "get", "runtimeclass", "crun")
+        assert runtime_class["handler"] == "crun" and "overhead" not in runtime_class
+        selector = {"criops.dev/runtime": "crun", "criops.dev/validated": "true"}
+        assert runtime_class["scheduling"]["nodeSelector"] == selector
 
-    create_pod(plane, "crun-1")
-    # Admission put the RuntimeClass's selector on the pod; no Node matches it yet.
-    assert get_pod(plane, "crun-1")["spec"]["nodeSelector"] == runtime_class["scheduling"]["nodeSelector"]
-    message = wait_for("crun-1 unschedulable", lambda: unschedulable(plane, "crun-1"), 60)
-    assert "didn't match Pod's node affinity/selector" in message, message
-    assert labels(cluster).get("criops.dev/validated") == "false"
+        create_pod(plane, "crun-1")
+        # Admission put the RuntimeClass's selector on the pod; no Node matches it while validation runs.
+        assert get_pod(plane, "crun-1")["spec"]["nodeSelector"] == selector
+        message = wait_for("crun-1 unschedulable", lambda: unschedulable(plane, "crun-1"), 60)
+        assert "didn't match Pod's node affinity/selector" in message, message
+        assert kubectl_json(plane, "get", "runtimenode", RN).get("status", {}).get("phase") != "Ready"
+        assert labels(cluster).get("criops.dev/validated") == "false"
 
-    start = time.monotonic()
-    status = validate_drained(cluster, generation=1)
-    TIMINGS["drained -> RuntimeNode Ready (focused critest) -> Node back"] = time.monotonic() - start
+        status = wait_for("generation 1 Ready or Failed", phase_is(plane, RN, "Ready", "Failed", generation=1), 600)
+        TIMINGS["live Node: apply -> RuntimeNode Ready (focused critest, kubelet running)"] = time.monotonic() - start
     assert status["phase"] == "Ready", json.dumps(status, indent=2)
     assert status["critest"]["handler"] == "crun" and status["critest"]["passed"] > 0
     assert labels(cluster)["criops.dev/validated"] == "true"
+    assert not [c for c in status["conditions"] if c.get("reason") == "NodeNotDrained"]
+
+    # The kubelet ran throughout, the Node was never cordoned, the resident pod never noticed.
+    assert host.sh("systemctl show kubelet.service -p NRestarts -p ActiveEnterTimestampMonotonic").stdout == kubelet
+    assert not kubectl_json(plane, "get", "node", host.name)["spec"].get("unschedulable")
+    assert resident_container(plane) == container
 
     placed = wait_for("crun-1 Running", lambda: running(plane, "crun-1"), 120, interval=1)
     assert placed["spec"]["nodeName"] == host.name
@@ -189,11 +297,38 @@ def test_a_crun_pod_waits_for_the_proof_then_runs_under_crun(cluster):
 
     # From the node: the pod's sandbox runs under the handler crun, its container under /usr/bin/crun.
     for name in ("crun-1", "crun-2"):
-        sandbox = host.sh(f"crictl pods --namespace default --name {name} --state ready -q").stdout.split()
-        assert len(sandbox) == 1, sandbox
-        inspected = json.loads(host.sh(f"crictl inspectp {sandbox[0]}").stdout)
+        inspected = json.loads(host.sh(f"crictl inspectp {sandbox(host, name)}").stdout)
         assert inspected["status"]["runtimeHandler"] == "crun"
         assert inspected["info"]["runtimeOptions"]["binary_name"] == CRUN
+
+    # Through the whole validation the node's containerd had only its own pods (crun-1's once the
+    # proof let the scheduler place it), and nothing of the throwaway instance is left.
+    watch.assert_untouched(before["pods"], container, added={sandbox(host, "crun-1")})
+    assert_as_before(host, before, {sandbox(host, "crun-1"), sandbox(host, "crun-2")})
+
+
+def test_the_timer_probe_on_the_live_node_reports_healthy(cluster):
+    plane, host = cluster["plane"], cluster["host"]
+    proven = kubectl_json(plane, "get", "runtimenode", RN)["status"]
+    # Between probes: the node as the probe must leave it (crun-1 and crun-2 are the node's pods now).
+    wait_for("no probe running", lambda: not any(throwaway_traces(host).values()), 60, interval=1)
+    before = live_state(host)
+    with NodeWatch(plane, host) as watch:
+        status = wait_for(
+            "a probe after the proof",
+            lambda: (found := kubectl_json(plane, "get", "runtimenode", RN)["status"]).get("lastProbed")
+            != proven.get("lastProbed") and found,
+            INTERVAL + 60,
+        )  # fmt: skip
+    assert status["phase"] == "Ready", json.dumps(status, indent=2)
+    validated = next(c for c in status["conditions"] if c["type"] == "Validated")
+    assert validated["reason"] == "CritestPassed", validated
+    assert validated["message"].startswith("CRI answered and a smoke pod served HTTP through crun"), validated
+    assert labels(cluster)["criops.dev/validated"] == "true"
+    watch.assert_untouched(before["pods"], cluster["resident"])
+    for name in ("crun-1", "crun-2"):
+        assert get_pod(plane, name)["status"]["containerStatuses"][0]["restartCount"] == 0
+    assert_as_before(host, before)
 
 
 def test_a_broken_crun_unvalidates_the_node_and_new_pods_stay_pending(cluster):
@@ -202,17 +337,19 @@ def test_a_broken_crun_unvalidates_the_node_and_new_pods_stay_pending(cluster):
     host.sh(f"mv {CRUN} {CRUN_ASIDE} && printf '#!/bin/sh\\necho broken for a test >&2\\nexit 1\\n' >{CRUN} "
             f"&& chmod +x {CRUN}")  # fmt: skip
     try:
-        # A new generation (one more spec to focus on) proves the node again, drained.
+        # A new generation (one more spec to focus on) proves the live node again.
         focus = {"spec": {"validation": {"focus": ["Runtime info", "PodSandbox", "Container"]}}}
         patched = plane.kubectl("patch", "runtimenode", RN, "--type=merge", "-p", json.dumps(focus))
         assert patched.returncode == 0, patched.stderr
-        status = validate_drained(cluster, generation=2)
+        status = wait_for("generation 2 verdict", phase_is(plane, RN, "Ready", "Failed", generation=2), 600)
         assert status["phase"] == "Failed", json.dumps(status, indent=2)
         validated = next(c for c in status["conditions"] if c["type"] == "Validated")
         assert "Run the pod sandbox" in validated["message"], validated
         assert labels(cluster)["criops.dev/validated"] == "false"
         # The pods already running keep running: the kubelet and crun left them alone.
         assert running(plane, "crun-1") and running(plane, "crun-2")
+        assert resident_container(plane) == cluster["resident"]
+        assert not any(throwaway_traces(host).values())
 
         create_pod(plane, "crun-3")
         message = wait_for("crun-3 unschedulable", lambda: unschedulable(plane, "crun-3"), 60)

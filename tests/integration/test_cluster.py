@@ -268,7 +268,8 @@ def test_a_live_node_is_validated_without_draining_while_its_pods_run(cluster):
         message = wait_for("crun-1 unschedulable", lambda: unschedulable(plane, "crun-1"), 60)
         assert "didn't match Pod's node affinity/selector" in message, message
         assert kubectl_json(plane, "get", "runtimenode", RN).get("status", {}).get("phase") != "Ready"
-        assert labels(cluster).get("criops.dev/validated") == "false"
+        # Labeled unproven before validation starts (the scheduler may have looked before).
+        wait_for("validated=false", lambda: labels(cluster).get("criops.dev/validated") == "false", 30, interval=0.5)
 
         status = wait_for("generation 1 Ready or Failed", phase_is(plane, RN, "Ready", "Failed", generation=1), 600)
         TIMINGS["live Node: apply -> RuntimeNode Ready (focused critest, kubelet running)"] = time.monotonic() - start

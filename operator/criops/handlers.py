@@ -178,6 +178,8 @@ async def delete(spec: kopf.Spec, meta: kopf.Meta, name: str, uid: str, memo: ko
         try:
             await state.reconciler.cleanup(name, dict(spec), dict(meta.get("annotations") or {}))
         except TransientError as error:
+            # The user deleting it is told why it stays: an Event on the RuntimeNode.
+            state.events.poster(dict(meta))("Warning", "RuntimeClassInUse", str(error))
             raise kopf.TemporaryError(str(error), delay=state.settings.retry_delay) from None
     state.forget(uid)
 

@@ -30,7 +30,15 @@ from typing import Any
 
 import pytest
 
-from testworld.cluster import DEBIAN12_EXPECTED_FAILURES, kubectl_json, operator_world, phase_is, runtime_node, wait_for
+from testworld.cluster import (
+    DEBIAN12_EXPECTED_FAILURES,
+    NAMESPACE,
+    kubectl_json,
+    operator_world,
+    phase_is,
+    runtime_node,
+    wait_for,
+)
 from testworld.control_plane import ControlPlane, versions
 from testworld.hosts import Node, run_playbook
 from testworld.kubelet import join, leave, machine_state
@@ -361,11 +369,29 @@ def test_a_broken_crun_unvalidates_the_node_and_new_pods_stay_pending(cluster):
         host.sh(f"mv -f {CRUN_ASIDE} {CRUN}")
 
 
+def in_use_events(plane: ControlPlane) -> list[str]:
+    events = kubectl_json(plane, "-n", NAMESPACE, "get", "events")["items"]
+    return [e["message"] for e in events if e["reason"] == "RuntimeClassInUse" and e["involvedObject"]["name"] == RN]
+
+
 def test_delete_and_leave_take_the_runtime_class_and_leave_the_machine_as_found(cluster):
     plane, host = cluster["plane"], cluster["host"]
+    # The last crun RuntimeNode would take the RuntimeClass crun-1..3 ask for: its deletion
+    # waits, changes nothing, and names them.
+    deleting = plane.kubectl("delete", "runtimenode", RN, "--wait=false")
+    assert deleting.returncode == 0, deleting.stderr
+    message = wait_for("the RuntimeClassInUse Event", lambda: in_use_events(plane), 60)[0]
+    for pod in (f"default/crun-1 on {host.name}", f"default/crun-2 on {host.name}", "default/crun-3 on no node yet"):
+        assert pod in message, message
+    assert "criops.dev/force-delete" in message, message
+    assert f"default/{RESIDENT}" not in message
+    assert plane.kubectl("get", "runtimeclass", "crun").returncode == 0
+    assert labels(cluster).get("criops.dev/runtime") == "crun"
+    assert kubectl_json(plane, "get", "runtimenode", RN)["metadata"].get("deletionTimestamp")
+
     deleted = plane.kubectl("-n", "default", "delete", "pod", "--all", "--grace-period=0", "--force", timeout=120)
     assert deleted.returncode == 0, deleted.stderr
-    deleted = plane.kubectl("delete", "runtimenode", RN, "--timeout=60s", timeout=90)
+    deleted = plane.kubectl("wait", "--for=delete", f"runtimenode/{RN}", "--timeout=90s", timeout=120)
     assert deleted.returncode == 0, deleted.stderr
     # The last crun RuntimeNode took its RuntimeClass and criops' labels with it.
     assert "NotFound" in plane.kubectl("get", "runtimeclass", "crun").stderr

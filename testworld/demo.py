@@ -2,14 +2,18 @@
 """The criops demo on this machine, end to end through the operator.
 
 A fresh local test host (criops-local, a Debian 12 systemd container) and a
-throwaway control plane (etcd + kube-apiserver on loopback) start; criops' CRD,
-namespace and RBAC are applied; the operator runs under its own ServiceAccount;
-a RuntimeNode for criops-local is applied with provisioning on. The operator
-provisions the host with site.yml, proves it with critest, labels the Node, and
-`kubectl get runtimenodes` shows it Ready with its critest figure.
+throwaway cluster (etcd, kube-apiserver, kube-scheduler and
+kube-controller-manager on loopback) start; criops' CRD, namespace and RBAC are
+applied; the operator runs under its own ServiceAccount; a RuntimeNode for
+criops-local is applied with provisioning on. The operator provisions the host
+with site.yml, proves it with critest, labels the Node, and `kubectl get
+runtimenodes` shows it Ready with its critest figure. Then the host joins as a
+real Node (a kubelet on the containerd criops just proved, as kubeadm would
+join it: testworld/kubelet.py) and a pod that asks for a proven node
+(nodeSelector criops.dev/validated=true) runs there.
 
-The test host stays up afterwards; the control plane and operator stop.
-Everything the demo wrote is under artifacts/demo/.
+The test host stays up afterwards (its kubelet stopped); the cluster and the
+operator stop. Everything the demo wrote is under artifacts/demo/.
 """
 
 from __future__ import annotations
@@ -31,11 +35,25 @@ from testworld.cluster import (
 )
 from testworld.control_plane import ControlPlane
 from testworld.filter_plugins import critest_report
-from testworld.hosts import local_host
+from testworld.hosts import Node, local_host
+from testworld.kubelet import join, leave
 
 ROOT = Path(__file__).resolve().parents[1]
 
 HOST, RN, SSH_PORT = "criops-local", "criops-local", 22022
+POD = {
+    "apiVersion": "v1",
+    "kind": "Pod",
+    "metadata": {"name": "hello-criops", "namespace": "default"},
+    "spec": {
+        "nodeSelector": {"criops.dev/validated": "true"},
+        "terminationGracePeriodSeconds": 0,
+        "containers": [{
+            "name": "hello", "image": "10.0.2.2:5000/criops/busybox:1.0",
+            "command": ["sh", "-c", "echo hello from a node criops proved; exec sleep 3600"],
+        }],
+    },
+}  # fmt: skip
 
 
 def say(message: str) -> None:
@@ -53,9 +71,10 @@ def main() -> int:
     if started.returncode != 0:
         sys.exit(started.stderr)
 
-    say("starting etcd + kube-apiserver on loopback")
+    say("starting etcd, kube-apiserver, kube-scheduler and kube-controller-manager on loopback")
     plane = ControlPlane(workdir / "control-plane").start()
-    operator = None
+    plane.start_cluster()
+    operator, joined = None, False
     try:
         install_crd(plane)
         kubeconfig = install_operator_access(plane, workdir)
@@ -96,12 +115,47 @@ def main() -> int:
         print(f"\nNode {HOST} labels: {labels}")
         events = plane.kubectl("-n", "criops-system", "get", "events", "--sort-by=.lastTimestamp")
         print(f"\nEvents (criops-system):\n{events.stdout}")
-        return 0 if last == "Ready" else 1
+        if last != "Ready":
+            return 1
+        host = Node(HOST)
+        say(f"{HOST} joins as a real Node: a kubelet on the containerd criops just proved")
+        joined = True
+        join(plane, host)
+        return run_a_pod(plane, host)
     finally:
+        if joined:
+            leave(plane, Node(HOST))
         if operator is not None:
             operator.stop()
         plane.stop()
-        say(f"control plane and operator stopped; {HOST} stays up (hack/local-host.sh down removes it)")
+        say(f"cluster and operator stopped; {HOST} stays up (hack/local-host.sh down removes it)")
+
+
+def run_a_pod(plane: ControlPlane, host: Node) -> int:
+    """A pod that asks for a node criops proved: scheduled there, Running, its log and its
+    sandbox as the node's containerd shows it."""
+    say("kubectl create a pod with nodeSelector criops.dev/validated=true")
+    created = plane.kubectl("create", "-f", "-", stdin=json.dumps(POD))
+    if created.returncode != 0:
+        print(created.stderr)
+        return 1
+    name = POD["metadata"]["name"]
+    began, deadline = time.monotonic(), time.monotonic() + 180
+    phase = ""
+    while time.monotonic() < deadline and phase != "Running":
+        phase = kubectl_json(plane, "-n", "default", "get", "pod", name).get("status", {}).get("phase", "")
+        time.sleep(0.5)
+    say(f"pod {name}: {phase or 'not scheduled'} after {time.monotonic() - began:.1f} s")
+    print(plane.kubectl("-n", "default", "get", "pod", name, "-o", "wide").stdout)
+    if phase != "Running":
+        return 1
+    print(plane.kubectl("-n", "default", "logs", name).stdout)
+    sandboxes = host.sh(f"crictl pods --name {name} --output json").stdout
+    for sandbox in json.loads(sandboxes).get("items", []):
+        print(f"on {HOST}: sandbox {sandbox['id'][:13]} {sandbox['state']}, runtime handler "
+              f"{sandbox.get('runtimeHandler') or 'runc (the default)'}")  # fmt: skip
+    plane.kubectl("-n", "default", "delete", "pod", name, "--wait=false")
+    return 0
 
 
 if __name__ == "__main__":

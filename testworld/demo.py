@@ -32,6 +32,7 @@ from testworld.cluster import (
     kubectl_json,
     register_node,
     runtime_node,
+    wait_for,
 )
 from testworld.control_plane import ControlPlane
 from testworld.filter_plugins import critest_report
@@ -140,15 +141,19 @@ def run_a_pod(plane: ControlPlane, host: Node) -> int:
         print(created.stderr)
         return 1
     name = POD["metadata"]["name"]
-    began, deadline = time.monotonic(), time.monotonic() + 180
-    phase = ""
-    while time.monotonic() < deadline and phase != "Running":
-        phase = kubectl_json(plane, "-n", "default", "get", "pod", name).get("status", {}).get("phase", "")
-        time.sleep(0.5)
-    say(f"pod {name}: {phase or 'not scheduled'} after {time.monotonic() - began:.1f} s")
-    print(plane.kubectl("-n", "default", "get", "pod", name, "-o", "wide").stdout)
-    if phase != "Running":
+
+    def running() -> bool:
+        return kubectl_json(plane, "-n", "default", "get", "pod", name).get("status", {}).get("phase") == "Running"
+
+    began = time.monotonic()
+    try:
+        wait_for(f"pod {name} Running", running, 180, interval=0.5)
+    except AssertionError as error:
+        say(str(error))
+        print(plane.kubectl("-n", "default", "describe", "pod", name).stdout)
         return 1
+    say(f"pod {name}: Running after {time.monotonic() - began:.1f} s")
+    print(plane.kubectl("-n", "default", "get", "pod", name, "-o", "wide").stdout)
     print(plane.kubectl("-n", "default", "logs", name).stdout)
     sandboxes = host.sh(f"crictl pods --name {name} --output json").stdout
     for sandbox in json.loads(sandboxes).get("items", []):

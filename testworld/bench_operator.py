@@ -9,6 +9,8 @@ scale:   a throwaway control plane; the operator under its ServiceAccount;
          them all, and the latency of a label + status update under that load
          (p50/p99 over 100 spec changes, each measured to the Node label and to
          status.observedGeneration).
+         Then a restart with all of them unchanged: the writes it makes (Nodes,
+         RuntimeNodes, Events) and the time until its CPU settles.
 ready:   a provisioned test host and one RuntimeNode: apply -> Ready, minus
          what critest itself took, split into the operator's own share and the
          playbook's (SSH, probe, smoke pod).
@@ -17,6 +19,7 @@ ready:   a provisioned test host and one RuntimeNode: apply -> Ready, minus
 from __future__ import annotations
 
 import json
+import os
 import random
 import shutil
 import statistics
@@ -29,6 +32,7 @@ import kubernetes
 
 from testworld.cluster import (
     DEBIAN12_EXPECTED_FAILURES,
+    NAMESPACE,
     OperatorProcess,
     install_crd,
     install_operator_access,
@@ -58,6 +62,37 @@ def apply_list(plane: ControlPlane, items: list[dict]) -> None:
         chunk = {"apiVersion": "v1", "kind": "List", "items": items[start : start + 200]}
         done = plane.kubectl("create", "-f", "-", stdin=json.dumps(chunk), timeout=300)
         assert done.returncode == 0, done.stderr[-2000:]
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def settled(pid: int, started: float, quiet: float = 5.0, busy: float = 0.1) -> tuple[float, float]:
+    """Seconds from `started` to the end of the process's last busy half second
+    (over `busy` of a CPU) before `quiet` seconds without one, and the CPU
+    seconds it used until then."""
+    last_time, last_cpu = time.monotonic(), cpu_seconds(pid)
+    busy_until, busy_cpu = last_time, last_cpu
+    while time.monotonic() - busy_until < quiet:
+        time.sleep(0.5)
+        now, cpu = time.monotonic(), cpu_seconds(pid)
+        if (cpu - last_cpu) / (now - last_time) > busy:
+            busy_until, busy_cpu = now, cpu
+        last_time, last_cpu = now, cpu
+    return busy_until - started, busy_cpu
+
+
+def versions(core: kubernetes.client.CoreV1Api, custom: kubernetes.client.CustomObjectsApi) -> dict[str, str]:
+    nodes = core.list_node().items
+    rns = custom.list_cluster_custom_object("criops.dev", "v1alpha1", "runtimenodes")["items"]
+    events = core.list_namespaced_event(NAMESPACE).items
+    return {
+        **{f"node/{n.metadata.name}": n.metadata.resource_version for n in nodes},
+        **{f"runtimenode/{r['metadata']['name']}": r["metadata"]["resourceVersion"] for r in rns},
+        **{f"event/{e.metadata.name}": e.metadata.resource_version for e in events},
+    }
 
 
 def parse_time(text: str) -> float:
@@ -120,12 +155,27 @@ def scale(workdir: Path, count: int) -> list[str]:
 
         label = f"{pct(label_ms, 50):.0f} / {pct(label_ms, 99):.0f}"
         status = f"{pct(status_ms, 50):.0f} / {pct(status_ms, 99):.0f}"
+
+        # A restart with every RuntimeNode handled and unchanged: nothing to write.
+        time.sleep(5)
+        before = versions(core, custom)
+        operator.stop()
+        restarted = time.monotonic()
+        operator = OperatorProcess(kubeconfig, workdir / "state", workdir / "operator.log", probe_tick=15).start()
+        resync, resync_cpu = settled(operator.process.pid, restarted)
+        after = versions(core, custom)
+        writes = sorted(k for k in after if before.get(k) != after[k])
+        restart_rss = rss_mib(operator.process.pid)
         return [
             f"| operator RSS, idle (MiB) | {idle:.0f} |",
             f"| operator RSS, {count} RuntimeNodes handled (MiB) | {loaded:.0f} |",
             f"| time to handle {count} new RuntimeNodes (s) | {handled_in:.1f} |",
             f"| Node label update after a spec change, p50 / p99 (ms) | {label} |",
             f"| status update after a spec change, p50 / p99 (ms) | {status} |",
+            f"| restart with {count} unchanged RuntimeNodes: start -> CPU settled (s) | {resync:.1f} |",
+            f"| restart: CPU seconds until settled | {resync_cpu:.1f} |",
+            f"| restart: objects written (Nodes, RuntimeNodes, Events) | {len(writes)} {' '.join(writes[:5])} |",
+            f"| restart: operator RSS after the resync (MiB) | {restart_rss:.0f} |",
         ]
     finally:
         if operator is not None:

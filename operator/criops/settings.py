@@ -34,6 +34,8 @@ class Settings:
     worker_limit: int
     # Threads for Kubernetes API calls.
     api_threads: int
+    # Connections kopf keeps to the API server (watches and patches).
+    api_connections: int
     # How often the probe timer wakes up to see whose interval is due (seconds).
     probe_tick: int
     # Runs kept per RuntimeNode for inspection.
@@ -57,6 +59,7 @@ class Settings:
             concurrency=_int("CRIOPS_CONCURRENCY", 2),
             worker_limit=_int("CRIOPS_WORKER_LIMIT", 1000),
             api_threads=_int("CRIOPS_API_THREADS", 16),
+            api_connections=_int("CRIOPS_API_CONNECTIONS", 16),
             probe_tick=_int("CRIOPS_PROBE_TICK", 15),
             runs_kept=_int("CRIOPS_RUNS_KEPT", 5),
             failures_listed=_int("CRIOPS_FAILURES_LISTED", 20),

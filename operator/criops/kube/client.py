@@ -20,6 +20,7 @@ from kubernetes.client.exceptions import ApiException
 
 from ..api import API_VERSION, GROUP, PLURAL, VERSION
 from ..core import runtimeclass
+from ..settings import Settings
 
 MERGE_PATCH = "application/merge-patch+json"
 STRATEGIC_MERGE_PATCH = "application/strategic-merge-patch+json"
@@ -92,6 +93,9 @@ def api_client() -> client.ApiClient:
     except config.ConfigException:
         config.load_kube_config(client_configuration=configuration)
     configuration.retries = API_RETRIES
+    # One kept connection per API thread: a smaller pool (the client's default is
+    # 5 per CPU) closes connections under load and makes new TLS handshakes.
+    configuration.connection_pool_maxsize = Settings.from_env().api_threads
     return client.ApiClient(configuration)
 
 

@@ -79,6 +79,10 @@ MALFORMED = {
         ["spec.access", "connection ssh needs host and sshKeySecretRef"],
     ),
     "unknown-connection": ({"spec__access__connection": "winrm"}, ["spec.access.connection", "Unsupported value"]),
+    "pod-with-host-and-key": (
+        {"spec__access__connection": "pod"},
+        ["spec.access", "connection pod reaches the Node named by nodeName"],
+    ),
     "port-out-of-range": ({"spec__access__port": 70000}, ["spec.access.port", "less than or equal to 65535"]),
     "interval-too-short": (
         {"spec__validation": {"interval": "10s"}},

@@ -20,7 +20,7 @@ import subprocess
 import tomllib
 from pathlib import Path
 
-from testworld.control_plane import HOST_LOOPBACK, ControlPlane
+from testworld.control_plane import HOST_LOOPBACK, ControlPlane, versions
 from testworld.hosts import LOCAL_INVENTORY, REPO
 
 REGISTRY = "127.0.0.1:5000"
@@ -33,7 +33,7 @@ def operator_image_in_registry() -> str:
     """hack/operator-image.sh's image, pushed to the local registry; its name as nodes pull it.
 
     Built under a tag of this run's own ($CRIOPS_TEST_HOST_PREFIX, as test hosts are
-    named), untagged locally once pushed: runs side by side never push each other's build."""
+    named), removed locally once pushed: runs side by side never push each other's build."""
     version = versions_of_pyproject()
     prefix = os.environ.get("CRIOPS_TEST_HOST_PREFIX", "criops-it")
     local = f"localhost/criops-operator:{version}-{prefix}"
@@ -49,7 +49,8 @@ def operator_image_in_registry() -> str:
             timeout=600,
         )
     finally:
-        subprocess.run(["podman", "untag", local, local], capture_output=True, timeout=60)
+        # The tag only (and the image, when no other tag holds it); the build's layers stay cached.
+        subprocess.run(["podman", "rmi", local], capture_output=True, timeout=120)
     assert pushed.returncode == 0, pushed.stderr
     return f"{HOST_LOOPBACK}:5000/{ref}"
 
@@ -64,6 +65,16 @@ def write_overlay(plane: ControlPlane, directory: Path, image: str) -> Path:
     directory.mkdir(parents=True, exist_ok=True)
     name, _, tag = image.rpartition(":")
     (directory / "local.yml").write_text((LOCAL_INVENTORY / "group_vars" / "all" / "local.yml").read_text())
+    # Read after local.yml (files of a group_vars directory load in name order): what
+    # local.yml takes from this machine's cache, as the operator's image holds it.
+    # local.yml reads versions and checksums from this machine's files, which a pod has not.
+    pins = versions()
+    (directory / "onnode.yml").write_text(
+        "# cri-tools for site.yml from the image criops' on-node pods run (crictl, critest, ginkgo).\n"
+        f"cri_tools_version: {pins['CRI_TOOLS_VERSION']}\ncri_tools_local_dir: /usr/local/bin\n"
+        "# No CRI v1alpha2 runtime is provisioned here.\n"
+        f"cri_tools_v1alpha2_version: {pins['CRI_TOOLS_V1ALPHA2_VERSION']}\ncri_tools_v1alpha2_checksums: {{}}\n"
+    )
     env = [
         {"name": "KUBERNETES_SERVICE_HOST", "value": HOST_LOOPBACK},
         {"name": "KUBERNETES_SERVICE_PORT", "value": str(plane.api_port)},
@@ -80,7 +91,7 @@ def write_overlay(plane: ControlPlane, directory: Path, image: str) -> Path:
             {
                 "name": "criops-group-vars",
                 "namespace": OPERATOR_NAMESPACE,
-                "files": ["local.yml"],
+                "files": ["local.yml", "onnode.yml"],
                 "options": {"disableNameSuffixHash": True},
             }
         ],

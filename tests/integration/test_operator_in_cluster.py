@@ -90,10 +90,15 @@ def world(
         print(f"timings: {json.dumps({k: round(v, 1) for k, v in TIMINGS.items()})}")
 
 
-def test_the_operator_runs_in_the_cluster_under_the_manifests_rbac(world):
-    plane, host = world["plane"], world["host"]
+def operator_pod(plane: ControlPlane) -> dict[str, Any]:
     pods = kubectl_json(plane, "-n", OPERATOR_NAMESPACE, "get", "pods", "-l", "app.kubernetes.io/name=criops-operator")
     [pod] = pods["items"]
+    return pod
+
+
+def test_the_operator_runs_in_the_cluster_under_the_manifests_rbac(world):
+    plane, host = world["plane"], world["host"]
+    pod = operator_pod(plane)
     assert pod["spec"]["nodeName"] == host.name
     assert pod["spec"]["containers"][0]["image"] == world["image"]
     assert pod["spec"]["serviceAccountName"] == "criops-operator"
@@ -207,19 +212,38 @@ def test_a_pod_mode_runtime_node_is_proven_from_a_pod_on_its_node(world):
     assert host.sh("systemctl list-units --all --plain --no-legend '[c]riops-validate-*'").stdout.strip() == ""
 
 
-def test_hostile_fields_reach_critest_literally_through_the_pod(world):
-    """Every RuntimeNode string travels to the pod as JSON in its environment and reaches Ansible
-    marked unsafe there: a template in focus/skip is critest's literal text, a shell command
-    in them is never run (they would write MARKER on the node: /host is its root in the pod)."""
+def test_site_yml_through_the_pod_restarts_containerd_and_hostile_fields_stay_inert(world):
+    """Generation 2 provisions through the pod: site.yml changes containerd's unit, so systemd,
+    asked from the chroot, restarts containerd; the pods on the Node (the operator's, the
+    on-node pod itself) live on. Every RuntimeNode string travels to the pod as JSON in its
+    environment and reaches Ansible marked unsafe there: a template in focus is critest's
+    literal text, a shell command in skip is never run (either would write MARKER on the
+    node: /host is its root in the pod)."""
     plane, host = world["plane"], world["host"]
+    before = host.sh("systemctl show containerd.service -p MainPID -p LimitNOFILE").stdout.split()
+    assert "LimitNOFILE=16384" not in before
+    operator = operator_pod(plane)["status"]["containerStatuses"][0]
     template = "{{ lookup('pipe', 'touch /host" + MARKER + "-template') }}"
-    validation = {"focus": ["Runtime info", template], "skip": [f"$(touch {MARKER}-shell)"]}
-    patched = plane.kubectl("patch", "runtimenode", RN, "--type=merge", "-p", json.dumps({"spec": {"validation": {
-        **runtime_node(host)["spec"]["validation"], **validation}}}))  # fmt: skip
-    assert patched.returncode == 0, patched.stderr
-    status = wait_for("generation 2 Ready or Failed", phase_is(plane, RN, "Ready", "Failed", generation=2), 600)
-    assert status["phase"] == "Ready", json.dumps(status, indent=2)
+    spec = runtime_node(host, focus=["Runtime info", template], skip=[f"$(touch {MARKER}-shell)"])["spec"]
+    spec["provision"] = {"enabled": True, "extraVars": {"containerd_limit_nofile": "16384"}}
+    with PodWatch(plane) as watch:
+        start = time.monotonic()
+        patched = plane.kubectl("patch", "runtimenode", RN, "--type=merge", "-p", json.dumps({"spec": spec}))
+        assert patched.returncode == 0, patched.stderr
+        status = wait_for("generation 2 Ready or Failed", phase_is(plane, RN, "Ready", "Failed", generation=2), 900)
+        TIMINGS["pod mode: site.yml (containerd restarted) + focused critest -> Ready"] = time.monotonic() - start
+    assert status["phase"] == "Ready", json.dumps(status, indent=2) + operator_log(plane)
+    assert condition(status, "Provisioned")["reason"] == "Converged"
     assert status["critest"]["passed"] >= 1
+    playbooks = sorted(p["metadata"]["labels"]["criops.dev/playbook"] for p in watch.seen.values())
+    assert playbooks == ["site", "validate"], playbooks
+
+    after = host.sh("systemctl show containerd.service -p MainPID -p LimitNOFILE").stdout.split()
+    assert "LimitNOFILE=16384" in after
+    assert after[0] != before[0], (before, after)  # MainPID: restarted
+    # The operator's container ran through containerd's restart: same container, no restart.
+    now = operator_pod(plane)["status"]["containerStatuses"][0]
+    assert (now["containerID"], now["restartCount"]) == (operator["containerID"], 0)
     assert host.sh(f"ls {MARKER}* 2>/dev/null || true").stdout.strip() == ""
     assert wait_for("no on-node pods left", lambda: node_pods(plane) == [], 60, interval=1) is True
 

@@ -146,7 +146,8 @@ def test_node_name_is_immutable(kubeconfig_with_crd: Path):
     kubectl(kubeconfig_with_crd, "delete", "rn", name)
 
 
-def test_the_documented_example_is_accepted(kubeconfig_with_crd: Path):
-    example = Path(__file__).resolve().parents[2] / "operator" / "examples" / "runtimenode.yaml"
-    created = kubectl(kubeconfig_with_crd, "create", "--dry-run=server", "-f", str(example))
+@pytest.mark.parametrize("example", ["runtimenode.yaml", "runtimenode-on-node.yaml"])
+def test_the_documented_example_is_accepted(kubeconfig_with_crd: Path, example: str):
+    path = Path(__file__).resolve().parents[2] / "operator" / "examples" / example
+    created = kubectl(kubeconfig_with_crd, "create", "--dry-run=server", "-f", str(path))
     assert created.returncode == 0, created.stderr

@@ -164,7 +164,7 @@ def runtime_node(host: Node, **validation: Any) -> dict[str, Any]:
             "runtime": "containerd",
             "access": {"connection": "pod"},
             "validation": {"focus": ["Runtime info", "PodSandbox"], "expectedFailures": DEBIAN12_EXPECTED_FAILURES,
-                           "interval": "30s", **validation},
+                           "interval": "10m", **validation},
         },
     }  # fmt: skip
 

@@ -265,6 +265,35 @@ def test_a_node_that_has_not_joined_waits_and_no_pod_is_made(world):
     assert deleted.returncode == 0, deleted.stderr
 
 
+def set_operator_env(plane: ControlPlane, assignment: str) -> None:
+    """`kubectl set env` on the operator's Deployment, then wait for its new pod."""
+    done = plane.kubectl("-n", OPERATOR_NAMESPACE, "set", "env", "deployment/criops-operator", assignment)
+    assert done.returncode == 0, done.stderr
+    rolled = plane.kubectl("-n", OPERATOR_NAMESPACE, "rollout", "status", "deployment/criops-operator",
+                           "--timeout=180s", timeout=200)  # fmt: skip
+    assert rolled.returncode == 0, rolled.stderr
+
+
+def test_an_on_node_pod_that_cannot_pull_its_image_fails_with_the_kubelets_words(world):
+    plane, host = world["plane"], world["host"]
+    missing = world["image"].rpartition(":")[0] + ":no-such-tag"
+    set_operator_env(plane, f"CRIOPS_NODE_IMAGE={missing}")
+    try:
+        generation = kubectl_json(plane, "get", "runtimenode", RN)["metadata"]["generation"] + 1
+        patch = {"spec": {"provision": {"enabled": False}, "validation": {"focus": ["Runtime info"]}}}
+        patched = plane.kubectl("patch", "runtimenode", RN, "--type=merge", "-p", json.dumps(patch))
+        assert patched.returncode == 0, patched.stderr
+        status = wait_for("the verdict", phase_is(plane, RN, "Ready", "Failed", generation=generation), 300)
+        message = condition(status, "Validated")["message"]
+        assert status["phase"] == "Failed", json.dumps(status, indent=2)
+        assert "cannot start: ErrImagePull" in message or "cannot start: ImagePullBackOff" in message, message
+        assert missing in message, message
+        assert kubectl_json(plane, "get", "node", host.name)["metadata"]["labels"]["criops.dev/validated"] == "false"
+        assert wait_for("no on-node pods left", lambda: node_pods(plane) == [], 60, interval=1) is True
+    finally:
+        set_operator_env(plane, "CRIOPS_NODE_IMAGE-")
+
+
 def test_delete_and_leave_leave_the_node_and_the_machine_as_found(world):
     plane, host = world["plane"], world["host"]
     deleted = plane.kubectl("delete", "runtimenode", RN, "--timeout=90s", timeout=120)

@@ -294,6 +294,33 @@ def test_an_on_node_pod_that_cannot_pull_its_image_fails_with_the_kubelets_words
         set_operator_env(plane, "CRIOPS_NODE_IMAGE-")
 
 
+def running_node_pods(plane: ControlPlane) -> list[dict[str, Any]]:
+    return [p for p in node_pods(plane) if p.get("status", {}).get("phase") == "Running"]
+
+
+def test_an_operator_killed_mid_run_leaves_no_on_node_pod_behind(world):
+    """The operator's pod deleted at once while an on-node pod runs critest: its successor
+    validates the generation again, deleting the pod the killed one left first."""
+    plane, host = world["plane"], world["host"]
+    generation = kubectl_json(plane, "get", "runtimenode", RN)["metadata"]["generation"] + 1
+    with PodWatch(plane) as watch:
+        patch = {"spec": {"validation": {"focus": ["Runtime info", "PodSandbox"]}}}
+        patched = plane.kubectl("patch", "runtimenode", RN, "--type=merge", "-p", json.dumps(patch))
+        assert patched.returncode == 0, patched.stderr
+        first = wait_for("an on-node pod running", lambda: running_node_pods(plane), 120, interval=1)[0]
+        killed = operator_pod(plane)["metadata"]["name"]
+        gone = plane.kubectl("-n", OPERATOR_NAMESPACE, "delete", "pod", killed, "--grace-period=0", "--force")
+        assert gone.returncode == 0, gone.stderr
+        status = wait_for("the verdict", phase_is(plane, RN, "Ready", "Failed", generation=generation), 600)
+    assert status["phase"] == "Ready", json.dumps(status, indent=2) + operator_log(plane)
+    assert operator_pod(plane)["metadata"]["name"] != killed
+    names = sorted(watch.seen)
+    assert first["metadata"]["name"] in names and len(names) == 2, names
+    assert wait_for("no on-node pods left", lambda: node_pods(plane) == [], 60, interval=1) is True
+    # Nothing of the killed run's throwaway containerd is left either.
+    assert host.sh("systemctl list-units --all --plain --no-legend '[c]riops-validate-*'").stdout.strip() == ""
+
+
 def test_delete_and_leave_leave_the_node_and_the_machine_as_found(world):
     plane, host = world["plane"], world["host"]
     deleted = plane.kubectl("delete", "runtimenode", RN, "--timeout=90s", timeout=120)

@@ -5,14 +5,17 @@ from __future__ import annotations
 
 import json
 import re
+import threading
 from pathlib import Path
 
 import pytest
 from criops import contract, node_pod
 from criops.ansible_run import group_vars_files, write_run_files
 from criops.core.spec import SpecError, resolve
+from criops.kube import node_pods
 from criops.kube.node_pods import _keep_reports
 from criops.onnode import collect_reports
+from criops.settings import Settings
 
 POD_SPEC = {"nodeName": "worker-1", "runtime": "containerd", "access": {"connection": "pod"}}
 OWNER = {"name": "worker-1", "uid": "6a1f1d7e-0000-4000-8000-000000000001"}
@@ -156,3 +159,12 @@ def test_a_pod_that_cannot_start_says_why():
     done = {"status": {"phase": "Failed", "reason": "DeadlineExceeded", "containerStatuses": [
         {"state": {"terminated": {"exitCode": 137, "reason": "Error"}}}]}}  # fmt: skip
     assert node_pod.ended(done) == "Failed, DeadlineExceeded, exit code 137 (Error)"
+
+
+def test_a_run_too_big_for_the_pods_environment_fails_before_any_pod(tmp_path: Path):
+    too_big = {"timeout": 60, "groupVars": {"all/site.yml": "x" * (130 * 1024)}}
+    status, rc, failed = node_pods.run(
+        Settings.from_env(), "worker-1", "worker-1", "validate.yml", 1, too_big, tmp_path, threading.Event()
+    )
+    assert (status, rc) == ("failed", 1)
+    assert "make the site's group_vars smaller" in failed[0], failed

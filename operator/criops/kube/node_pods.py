@@ -32,6 +32,8 @@ from .client import REQUEST_TIMEOUT, core, custom, permanent, raw, server_messag
 log = logging.getLogger(__name__)
 
 POLL_SECONDS = 2.0
+# One environment variable holds at most 128 KiB (MAX_ARG_STRLEN) with its name.
+RUN_DOCUMENT_LIMIT = 128 * 1024 - len(contract.ONNODE_RUN_ENV) - 2
 
 
 class NodePodError(RuntimeError):
@@ -162,11 +164,19 @@ def run(
     namespace = settings.node_namespace
     timeout = int(run_document["timeout"])
     name = node_pod.pod_name(owner, playbook, generation, secrets.token_hex(3))
+    document = json.dumps(run_document)
+    if len(document.encode()) > RUN_DOCUMENT_LIMIT:
+        return (
+            "failed",
+            1,
+            [
+                f"the run for the on-node pod is {len(document.encode())} bytes, over the {RUN_DOCUMENT_LIMIT} an "
+                "environment variable may hold (Linux: 128 KiB): make the site's group_vars smaller"
+            ],
+        )
     try:
         owner_ref = _owner(owner)
-        body = node_pod.manifest(
-            name, namespace, node, image(settings), json.dumps(run_document), owner_ref, playbook, timeout
-        )
+        body = node_pod.manifest(name, namespace, node, image(settings), document, owner_ref, playbook, timeout)
         _delete_leftovers(namespace, owner_ref["uid"], playbook)
         core().create_namespaced_pod(namespace, body, _request_timeout=REQUEST_TIMEOUT)
     except ApiException as error:

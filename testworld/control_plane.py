@@ -25,6 +25,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+# The machine's loopback as a test host sees it (slirp4netns, allow_host_loopback).
+HOST_LOOPBACK = "10.0.2.2"
 
 
 def versions() -> dict[str, str]:
@@ -136,7 +138,9 @@ class ControlPlane:
                  "-keyout", str(pki / "ca.key"), "-out", str(pki / "ca.crt"))  # fmt: skip
         _openssl("req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=kube-apiserver",
                  "-keyout", str(pki / "apiserver.key"), "-out", str(pki / "apiserver.csr"))  # fmt: skip
-        (pki / "san.ext").write_text("subjectAltName=IP:127.0.0.1,DNS:localhost\n")
+        # 10.0.2.2: the machine's loopback as test hosts reach it, which is where pods'
+        # in-cluster clients find kube-apiserver (there is no kube-proxy for the Service).
+        (pki / "san.ext").write_text(f"subjectAltName=IP:127.0.0.1,DNS:localhost,IP:{HOST_LOOPBACK}\n")
         _openssl("x509", "-req", "-in", str(pki / "apiserver.csr"), "-CA", str(pki / "ca.crt"),
                  "-CAkey", str(pki / "ca.key"), "-CAcreateserial", "-days", "1",
                  "-extfile", str(pki / "san.ext"), "-out", str(pki / "apiserver.crt"))  # fmt: skip
@@ -182,7 +186,6 @@ class ControlPlane:
             "--service-account-key-file", str(pki / "sa.pub"),
             "--service-account-signing-key-file", str(pki / "sa.key"),
             "--service-cluster-ip-range", "10.96.0.0/24",
-            "--disable-admission-plugins", "ServiceAccount",
             # For test hosts joined as Nodes (testworld/kubelet.py): privileged pods, and
             # kubelets reached by name through the egress proxy, with a client certificate.
             "--allow-privileged=true",

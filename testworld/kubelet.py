@@ -162,6 +162,11 @@ def join(plane: ControlPlane, node: Node, timeout: float = 120) -> None:
     node.sh("\n".join(f"printf %s {shlex.quote(body)} >{path}" for path, body in files.items()))
     sysctls = " ".join(f"{key}={value}" for key, value in KUBELET_SYSCTLS.items())
     node.sh(_FENCE.format(sysctls=sysctls, node=name))
+    # The root a systemd host has: shared (podman gives its containers a private one; kind's
+    # node entrypoint makes it shared the same way). Pods that mount host paths with
+    # propagation (criops' on-node pods) need it; within the host's own mount namespace,
+    # so nothing reaches the machine's mounts.
+    node.sh("mount --make-rshared /")
     node.sh("systemctl daemon-reload && systemctl enable --now kubelet.service")
     wait_node_ready(plane, node, timeout)
 

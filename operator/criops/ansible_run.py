@@ -19,6 +19,7 @@ import os
 import shutil
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -135,37 +136,134 @@ class PlaybookPool:
             fd = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
             with os.fdopen(fd, "w") as handle:
                 handle.write(ssh_key if ssh_key.endswith("\n") else ssh_key + "\n")
-        inventory_dir = run_dir / "inventory"
-        inventory_dir.mkdir()
-        (inventory_dir / "hosts.json").write_text(json.dumps(contract.inventory(target, key_file), indent=2))
-        if self.settings.group_vars_dir is not None:
-            (inventory_dir / "group_vars").symlink_to(self.settings.group_vars_dir.resolve())
-        # Everything here is data: the spec's values and criops' own (paths, handler checks) alike.
-        variables = mark_unsafe({**extravars, contract.REPORT_DIR_VARIABLE: str(run_dir / "reports")})
-        extravars_file = run_dir / "env" / "extravars"
-        extravars_file.write_text(json.dumps(variables, indent=2))
-        extravars_file.chmod(0o600)
-        project = self.settings.project_dir
-        try:
-            runner = ansible_runner.run(
-                private_data_dir=str(run_dir),
-                project_dir=str(project),
-                playbook=str(project / "playbooks" / playbook),
-                inventory=str(inventory_dir),
-                limit=target.node,
-                ident="ansible",
-                envvars={"ANSIBLE_CONFIG": str(project / "ansible.cfg"), "CRIOPS_ROOT": str(project)},
-                quiet=True,
-                timeout=timeout,
-                cancel_callback=cancelled.is_set,
-                suppress_env_files=True,
-            )
-            result = RunResult(playbook, runner.status, runner.rc or 0, run_dir, 0.0, contract.failures(runner.events))
-        finally:
-            if key_file is not None:
-                key_file.unlink(missing_ok=True)
+        if target.access.connection == "pod":
+            result = self._run_on_node(owner, playbook, target, extravars, timeout, meta, run_dir, cancelled)
+        else:
+            result = self._run_here(playbook, target, extravars, timeout, key_file, run_dir, cancelled)
         result.seconds = round(time.monotonic() - started, 2)
         record.update(status=result.status, seconds=result.seconds, finishedAt=datetime.now(UTC).isoformat())
         (run_dir / "run.json").write_text(json.dumps(record) + "\n")
         log.info("%s on %s: %s in %.1f s (%s)", playbook, target.node, result.status, result.seconds, run_dir)
         return result
+
+    def _run_here(
+        self,
+        playbook: str,
+        target: CheckedSpec,
+        extravars: dict[str, Any],
+        timeout: int,
+        key_file: Path | None,
+        run_dir: Path,
+        cancelled: threading.Event,
+    ) -> RunResult:
+        """ansible-runner in this process's worker thread (connection ssh or local)."""
+        try:
+            inventory_dir = write_run_files(
+                run_dir,
+                contract.inventory(target, key_file),
+                {**extravars, contract.REPORT_DIR_VARIABLE: str(run_dir / "reports")},
+                self.settings.group_vars_dir,
+            )
+            status, rc, failures = run_playbook(
+                run_dir, self.settings.project_dir, playbook, inventory_dir, target.node, timeout, cancelled.is_set
+            )
+        finally:
+            if key_file is not None:
+                key_file.unlink(missing_ok=True)
+        return RunResult(playbook, status, rc, run_dir, 0.0, failures)
+
+    def _run_on_node(
+        self,
+        owner: str,
+        playbook: str,
+        target: CheckedSpec,
+        extravars: dict[str, Any],
+        timeout: int,
+        meta: dict[str, Any],
+        run_dir: Path,
+        cancelled: threading.Event,
+    ) -> RunResult:
+        """The same run, by criops.onnode in a pod on the node (connection pod)."""
+        # Imported here: criops.onnode, in the pod, uses this module without a Kubernetes client.
+        from .kube import node_pods
+
+        run = {
+            "playbook": playbook,
+            "limit": target.node,
+            "timeout": timeout,
+            "inventory": contract.inventory(target, None),
+            # Marked unsafe where the file is written, in the pod (write_run_files).
+            "extravars": {**extravars, contract.REPORT_DIR_VARIABLE: f"{contract.ONNODE_WORK_DIR}/reports"},
+            "groupVars": group_vars_files(self.settings.group_vars_dir),
+        }
+        (run_dir / "env" / "onnode-run.json").write_text(json.dumps(run, indent=2))
+        status, rc, failures = node_pods.run(
+            self.settings, owner, target.node, playbook, int(meta.get("generation", 0)), run, run_dir, cancelled
+        )
+        return RunResult(playbook, status, rc, run_dir, 0.0, failures)
+
+
+def group_vars_files(directory: Path | None) -> dict[str, str]:
+    """The site's group_vars as {relative path: text}, for a run elsewhere (the on-node pod).
+    A mounted ConfigMap's own entries (`..data`, `..<timestamp>`) are skipped."""
+    if directory is None:
+        return {}
+    found = {}
+    for path in sorted(directory.resolve().rglob("*")):
+        relative = path.relative_to(directory.resolve())
+        if path.is_file() and not any(part.startswith("..") for part in relative.parts):
+            found[str(relative)] = path.read_text()
+    return found
+
+
+def write_run_files(
+    run_dir: Path, inventory: dict[str, Any], extravars: dict[str, Any], group_vars: Path | dict[str, str] | None
+) -> Path:
+    """A run's inventory (with the site's group_vars: a directory linked, or files written)
+    and its extra vars file, every string of the extra vars marked unsafe; the inventory
+    directory."""
+    inventory_dir = run_dir / "inventory"
+    inventory_dir.mkdir(parents=True)
+    (inventory_dir / "hosts.json").write_text(json.dumps(inventory, indent=2))
+    if isinstance(group_vars, Path):
+        (inventory_dir / "group_vars").symlink_to(group_vars.resolve())
+    elif group_vars:
+        root = inventory_dir / "group_vars"
+        for relative, text in group_vars.items():
+            target = (root / relative).resolve()
+            if not target.is_relative_to(root.resolve()):
+                raise ValueError(f"group_vars file {relative!r} is outside group_vars")
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_text(text)
+    (run_dir / "env").mkdir(mode=0o700, exist_ok=True)
+    extravars_file = run_dir / "env" / "extravars"
+    extravars_file.write_text(json.dumps(mark_unsafe(extravars), indent=2))
+    extravars_file.chmod(0o600)
+    return inventory_dir
+
+
+def run_playbook(
+    private_dir: Path,
+    project_dir: Path,
+    playbook: str,
+    inventory_dir: Path,
+    limit: str,
+    timeout: int,
+    cancelled: Callable[[], bool],
+    quiet: bool = True,
+) -> tuple[str, int, list[str]]:
+    """ansible-runner on a prepared run directory: (status, rc, failed tasks)."""
+    runner = ansible_runner.run(
+        private_data_dir=str(private_dir),
+        project_dir=str(project_dir),
+        playbook=str(project_dir / "playbooks" / playbook),
+        inventory=str(inventory_dir),
+        limit=limit,
+        ident="ansible",
+        envvars={"ANSIBLE_CONFIG": str(project_dir / "ansible.cfg"), "CRIOPS_ROOT": str(project_dir)},
+        quiet=quiet,
+        timeout=timeout,
+        cancel_callback=cancelled,
+        suppress_env_files=True,
+    )
+    return runner.status, runner.rc or 0, contract.failures(runner.events)

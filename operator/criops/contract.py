@@ -27,7 +27,9 @@ Inventory (``inventory`` below)
     child of ``cri_nodes`` (core.runtimes.CRI_NODES_GROUP), directly or through
     the row's parent group (kata under containerd), so the shared roles'
     group_vars apply. SSH hosts get ansible_host/port/user and the run's key
-    file; ``connection: local`` hosts use the controller's Python.
+    file; ``connection: local`` hosts use the controller's Python;
+    ``connection: pod`` hosts are reached from the on-node pod (criops.onnode)
+    through ``community.general.chroot`` into the node's root, mounted at ``/host``.
 
 Reports (written by roles/cri_validate on the controller; see its README.md)
     ``<report dir>/<node>/probe.json``: what the endpoint answered —
@@ -69,6 +71,9 @@ PROBE_REPORT = "probe.json"
 CRITEST_SUMMARY = "summary.json"
 # The report folder of a run without a runtime handler (the runtime's default).
 DEFAULT_HANDLER_DIR = "default"
+# connection: pod — where the on-node pod mounts the node's root, and how Ansible gets in.
+HOST_ROOT = "/host"
+CHROOT_CONNECTION = "community.general.chroot"
 
 
 def inventory(target: CheckedSpec, key_file: Path | None) -> dict[str, Any]:
@@ -77,9 +82,13 @@ def inventory(target: CheckedSpec, key_file: Path | None) -> dict[str, Any]:
     Every value from the spec is marked unsafe; the host name itself is a Node
     name (DNS subdomain syntax, checked), which cannot hold template syntax.
     """
-    host: dict[str, Any] = mark_unsafe(
-        {"ansible_connection": target.access.connection, "ansible_user": target.access.user}
-    )
+    if target.access.connection == "pod":
+        # Ansible in the on-node pod, in a chroot of the node's root mounted at HOST_ROOT
+        # (criops.onnode): root already, the node's own python3 runs the modules.
+        host: dict[str, Any] = {"ansible_connection": CHROOT_CONNECTION, "ansible_host": HOST_ROOT}
+        group: dict[str, Any] = {target.group: {"hosts": {target.node: host}}}
+        return _under_cri_nodes(target, group)
+    host = mark_unsafe({"ansible_connection": target.access.connection, "ansible_user": target.access.user})
     if target.access.connection == "ssh":
         host.update(mark_unsafe({"ansible_host": target.access.host}), ansible_port=target.access.port)
         if key_file is not None:
@@ -87,7 +96,11 @@ def inventory(target: CheckedSpec, key_file: Path | None) -> dict[str, Any]:
     else:
         # criops' own template, not the spec's: the controller's Python runs local tasks.
         host["ansible_python_interpreter"] = "{{ ansible_playbook_python }}"
-    group: dict[str, Any] = {target.group: {"hosts": {target.node: host}}}
+    return _under_cri_nodes(target, {target.group: {"hosts": {target.node: host}}})
+
+
+def _under_cri_nodes(target: CheckedSpec, group: dict[str, Any]) -> dict[str, Any]:
+    """The runtime's group, under its parent group (if any), under cri_nodes."""
     if target.parent_group:
         group = {target.parent_group: {"children": group}}
     return {"all": {"children": {CRI_NODES_GROUP: {"children": group}}}}
@@ -161,3 +174,40 @@ def failures(events: Iterable[dict[str, Any]]) -> list[str]:
             message = res["stderr"].strip().splitlines()[-1]
         found.append(f"{data.get('task', '?')}: {str(message).strip()}")
     return found
+
+
+# connection: pod — the run travels to criops.onnode in the on-node pod as one JSON
+# document in this environment variable, and comes back as the last line of the
+# pod's log: a JSON object under RESULT_KEY.
+ONNODE_RUN_ENV = "CRIOPS_ONNODE_RUN"
+RESULT_KEY = "criopsRun"
+# Where the on-node pod keeps the run (an emptyDir): inventory, extra vars, reports.
+ONNODE_WORK_DIR = "/run/criops"
+# What the result line may carry of the reports, all files together (bytes): the
+# JSON reports the operator reads are a few kB; logs beyond this are left out.
+ONNODE_REPORTS_LIMIT = 4 * 1024 * 1024
+
+
+def result_line(status: str, rc: int, failures: list[str], reports: dict[str, str], omitted: list[str]) -> str:
+    """The on-node pod's last log line: how the playbook ended and the report files it wrote."""
+    body = {"status": status, "rc": rc, "failures": failures, "reports": reports, "omitted": omitted}
+    return json.dumps({RESULT_KEY: body}, separators=(",", ":"))
+
+
+def parse_result(log: str) -> dict[str, Any] | None:
+    """The result of an on-node run from its pod's log: only the last line counts (Ansible's
+    output above it may hold anything a RuntimeNode said), and only as criops writes it."""
+    lines = log.rstrip("\n").rsplit("\n", 1)
+    try:
+        found = json.loads(lines[-1])
+    except ValueError:
+        return None
+    body = found.get(RESULT_KEY) if isinstance(found, dict) else None
+    if not isinstance(body, dict):
+        return None
+    status, rc, failed, reports = (body.get(k) for k in ("status", "rc", "failures", "reports"))
+    if not (isinstance(status, str) and isinstance(rc, int) and isinstance(failed, list) and isinstance(reports, dict)):
+        return None
+    if not all(isinstance(k, str) and isinstance(v, str) for k, v in reports.items()):
+        return None
+    return body

@@ -37,7 +37,8 @@ class TransientError(Exception):
 
 
 class NodePlaybooks:
-    """Runs a playbook on one RuntimeNode's node, with the SSH key its spec names."""
+    """Runs a playbook on one RuntimeNode's node: with the SSH key its spec names, or from a
+    pod on its joined Node (connection pod)."""
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
@@ -52,6 +53,10 @@ class NodePlaybooks:
                 key = await client.ssh_key(self.settings.namespace, target.access.secret)
             except client.SecretError as error:
                 raise TransientError(str(error)) from None
+        elif target.access.connection == "pod" and await client.read_node(target.node) is None:
+            raise TransientError(
+                f"Node {target.node} has not joined: connection pod runs on a joined Node (use ssh before it joins)"
+            )
         return await self.pool.run(name, playbook, target, extravars, timeout, ssh_key=key, meta=meta)
 
 

@@ -46,6 +46,13 @@ class Settings:
     retry_delay: int
     # Seconds a site.yml run may take.
     provision_timeout: int
+    # connection: pod — the namespace of the on-node pods (privileged), their image
+    # ("": the operator's own, read from its Pod), this operator's Pod name, and
+    # seconds an on-node pod may take to start (image pull included).
+    node_namespace: str = "criops-nodes"
+    node_image: str = ""
+    pod_name: str = ""
+    pod_start_timeout: int = 600
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -65,4 +72,8 @@ class Settings:
             failures_listed=_int("CRIOPS_FAILURES_LISTED", 20),
             retry_delay=_int("CRIOPS_RETRY_DELAY", 60),
             provision_timeout=_int("CRIOPS_PROVISION_TIMEOUT", 3600, minimum=60),
+            node_namespace=os.environ.get("CRIOPS_NODE_NAMESPACE", "criops-nodes"),
+            node_image=os.environ.get("CRIOPS_NODE_IMAGE", ""),
+            pod_name=os.environ.get("CRIOPS_POD_NAME", ""),
+            pod_start_timeout=_int("CRIOPS_POD_START_TIMEOUT", 600, minimum=10),
         )

@@ -79,6 +79,10 @@ MALFORMED = {
         ["spec.access", "connection ssh needs host and sshKeySecretRef"],
     ),
     "unknown-connection": ({"spec__access__connection": "winrm"}, ["spec.access.connection", "Unsupported value"]),
+    "pod-with-host-and-key": (
+        {"spec__access__connection": "pod"},
+        ["spec.access", "connection pod reaches the Node named by nodeName"],
+    ),
     "port-out-of-range": ({"spec__access__port": 70000}, ["spec.access.port", "less than or equal to 65535"]),
     "interval-too-short": (
         {"spec__validation": {"interval": "10s"}},
@@ -142,7 +146,8 @@ def test_node_name_is_immutable(kubeconfig_with_crd: Path):
     kubectl(kubeconfig_with_crd, "delete", "rn", name)
 
 
-def test_the_documented_example_is_accepted(kubeconfig_with_crd: Path):
-    example = Path(__file__).resolve().parents[2] / "operator" / "examples" / "runtimenode.yaml"
-    created = kubectl(kubeconfig_with_crd, "create", "--dry-run=server", "-f", str(example))
+@pytest.mark.parametrize("example", ["runtimenode.yaml", "runtimenode-on-node.yaml"])
+def test_the_documented_example_is_accepted(kubeconfig_with_crd: Path, example: str):
+    path = Path(__file__).resolve().parents[2] / "operator" / "examples" / example
+    created = kubectl(kubeconfig_with_crd, "create", "--dry-run=server", "-f", str(path))
     assert created.returncode == 0, created.stderr

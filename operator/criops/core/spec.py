@@ -40,6 +40,12 @@ class SpecError(ValueError):
         self.field = field
 
 
+# How Ansible reaches a node: over SSH (before it joins, or a fleet driven by
+# ansible-playbook), on the operator's own machine, or from a privileged pod the
+# operator places on the Node (criops.onnode; no SSH keys).
+CONNECTIONS = ("ssh", "local", "pod")
+
+
 @dataclass(frozen=True)
 class Access:
     connection: str
@@ -111,8 +117,8 @@ def _access(spec: dict[str, Any]) -> Access:
             "access", "required: how Ansible reaches the node ({connection, host, port, user, sshKeySecretRef})"
         )
     connection = access.get("connection", "ssh")
-    if connection not in ("ssh", "local"):
-        raise SpecError("access.connection", f"expected ssh or local, got {connection!r}")
+    if connection not in CONNECTIONS:
+        raise SpecError("access.connection", f"expected one of {', '.join(CONNECTIONS)}, got {connection!r}")
     host = access.get("host", "")
     secret = (access.get("sshKeySecretRef") or {}).get("name", "")
     if connection == "ssh":
@@ -120,6 +126,12 @@ def _access(spec: dict[str, Any]) -> Access:
             raise SpecError("access.host", f"expected a DNS name or IP address, got {host!r}")
         if not isinstance(secret, str) or not NAME.match(secret):
             raise SpecError("access.sshKeySecretRef.name", f"expected the name of a Secret, got {secret!r}")
+    if connection == "pod" and (host or secret):
+        raise SpecError(
+            "access",
+            "connection pod reaches the Node named by nodeName from a pod placed there: "
+            "host and sshKeySecretRef do not apply",
+        )
     port = access.get("port", 22)
     if not isinstance(port, int) or isinstance(port, bool) or not 1 <= port <= 65535:
         raise SpecError("access.port", f"expected a port number 1-65535, got {port!r}")

@@ -93,6 +93,20 @@ def test_refuses_to_replace_a_directory_or_write_through_a_link(tmp_path: Path) 
     assert (tmp_path / "target").read_text() == "keep\n"
 
 
+def test_validates_new_content_and_keeps_a_backup(tmp_path: Path) -> None:
+    config = tmp_path / "config.toml"
+    config.write_text("old = 1\n")
+    entry = {"path": str(config), "state": "file", "backup": True, "validate": "grep -q '^new' %s"}
+    refused = run(tmp_path, [{**entry, "content": "broken\n"}])
+    assert refused.get("failed") and "validation failed" in refused["msg"], refused
+    assert config.read_text() == "old = 1\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["config.toml"]
+    written = run(tmp_path, [{**entry, "content": "new = 2\n"}])
+    assert written["changed_paths"] == [str(config)]
+    assert config.read_text() == "new = 2\n"
+    assert Path(written["backups"][str(config)]).read_text() == "old = 1\n"
+
+
 PROBE = MODULE.with_name("criops_node_probe.py")
 
 

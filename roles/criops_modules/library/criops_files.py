@@ -44,6 +44,15 @@ options:
       mode:
         description: Mode of a directory or file, such as C("0644"); not applied to links.
         type: raw
+      validate:
+        description:
+          - A command that checks a file's new content before it replaces the old, C(%s)
+            standing for a temporary file beside it; the file is left alone when it fails.
+        type: str
+      backup:
+        description: Keep a timestamped copy of a file's old content when it is rewritten.
+        type: bool
+        default: false
   owner:
     description: Owner of every directory and file; unmanaged when unset.
     type: str
@@ -57,6 +66,10 @@ changed_paths:
   description: The paths that were (or in check mode would be) changed, in order.
   type: list
   elements: str
+  returned: always
+backups:
+  description: Path to the backup file made of its old content.
+  type: dict
   returned: always
 """
 
@@ -79,7 +92,7 @@ def _ensure_directory(module, entry, owner, group):
     return module.set_fs_attributes_if_different(_file_args(module, entry, owner, group), changed)
 
 
-def _ensure_file(module, entry, owner, group, diffs):
+def _ensure_file(module, entry, owner, group, diffs, backups):
     path = entry["path"]
     if entry.get("content") is None:
         module.fail_json(msg=f"{path}: state file needs content")
@@ -108,6 +121,16 @@ def _ensure_file(module, entry, owner, group, diffs):
         try:
             with os.fdopen(descriptor, "wb") as handle:
                 handle.write(wanted)
+            if entry.get("validate"):
+                if "%s" not in entry["validate"]:
+                    module.fail_json(msg=f"{path}: validate must contain %s")
+                rc, out, err = module.run_command(entry["validate"] % temporary)
+                if rc != 0:
+                    module.fail_json(
+                        msg=f"{path}: validation failed: {entry['validate']}", rc=rc, stdout=out, stderr=err
+                    )
+            if entry.get("backup") and current is not None:
+                backups[path] = module.backup_local(path)
             module.atomic_move(temporary, path)
         finally:
             if os.path.exists(temporary):
@@ -146,6 +169,8 @@ def main():
                     "content": {"type": "str", "no_log": False},
                     "src": {"type": "path"},
                     "mode": {"type": "raw"},
+                    "validate": {"type": "str"},
+                    "backup": {"type": "bool", "default": False},
                 },
             },
             "owner": {"type": "str"},
@@ -154,19 +179,19 @@ def main():
         supports_check_mode=True,
     )
     owner, group = module.params["owner"], module.params["group"]
-    changed_paths, diffs = [], []
+    changed_paths, diffs, backups = [], [], {}
     for entry in module.params["paths"]:
         if not os.path.isabs(entry["path"]):
             module.fail_json(msg=f"{entry['path']} is not an absolute path", changed_paths=changed_paths)
         if entry["state"] == "directory":
             changed = _ensure_directory(module, entry, owner, group)
         elif entry["state"] == "file":
-            changed = _ensure_file(module, entry, owner, group, diffs)
+            changed = _ensure_file(module, entry, owner, group, diffs, backups)
         else:
             changed = _ensure_link(module, entry)
         if changed:
             changed_paths.append(entry["path"])
-    result = {"changed": bool(changed_paths), "changed_paths": changed_paths}
+    result = {"changed": bool(changed_paths), "changed_paths": changed_paths, "backups": backups}
     if module._diff:
         result["diff"] = diffs
     module.exit_json(**result)

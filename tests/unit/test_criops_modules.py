@@ -112,12 +112,14 @@ PROBE = MODULE.with_name("criops_node_probe.py")
 
 def test_the_probe_reads_without_changing(tmp_path: Path) -> None:
     (tmp_path / "bin").write_bytes(b"\x7fELF binary")
+    (tmp_path / "bin").chmod(0o640)
     (tmp_path / "link").symlink_to(tmp_path / "bin")
     args = tmp_path.parent / f"{tmp_path.name}-probe.json"
     module_args = {
         "exists": [str(tmp_path / "bin"), str(tmp_path / "none")],
         "sha256": [str(tmp_path / "bin"), str(tmp_path / "none")],
         "links": [str(tmp_path / "link"), str(tmp_path / "bin")],
+        "stat": [str(tmp_path / "link"), str(tmp_path / "none")],
         "read": [str(tmp_path / "bin"), str(tmp_path / "none")],
         "sysctls": ["kernel.ostype", "kernel/ostype", "no.such.parameter"],
         "swap": True,
@@ -130,6 +132,10 @@ def test_the_probe_reads_without_changing(tmp_path: Path) -> None:
     assert found["exists"] == {str(tmp_path / "bin"): True, str(tmp_path / "none"): False}
     assert found["sha256"][str(tmp_path / "bin")] == hashlib.sha256(b"\x7fELF binary").hexdigest()
     assert found["sha256"][str(tmp_path / "none")] is None
+    assert found["stat"] == {
+        str(tmp_path / "link"): {"mode": "0640", "uid": os.getuid(), "gid": os.getgid()},
+        str(tmp_path / "none"): None,
+    }
     assert found["links"] == {str(tmp_path / "link"): str(tmp_path / "bin"), str(tmp_path / "bin"): None}
     assert found["read"][str(tmp_path / "bin")] == base64.b64encode(b"\x7fELF binary").decode()
     assert found["read"][str(tmp_path / "none")] is None

@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import os
+import stat
 
 from ansible.module_utils.basic import AnsibleModule
 
@@ -28,6 +29,11 @@ options:
     default: []
   sha256:
     description: Files to hash; a missing file hashes to null.
+    type: list
+    elements: path
+    default: []
+  stat:
+    description: Paths whose mode (octal string), uid and gid to read (following links); a missing one reads as null.
     type: list
     elements: path
     default: []
@@ -55,6 +61,7 @@ RETURN = r"""
 exists: {description: Path to true/false., type: dict, returned: always}
 sysctls: {description: Name to current value (whitespace collapsed) or null., type: dict, returned: always}
 sha256: {description: Path to hex digest or null., type: dict, returned: always}
+stat: {description: "Path to {mode, uid, gid} or null.", type: dict, returned: always}
 links: {description: Path to link target or null., type: dict, returned: always}
 read: {description: Path to base64 content or null., type: dict, returned: always}
 packages: {description: Installed package name to version (dpkg only)., type: dict, returned: when dpkg}
@@ -87,6 +94,13 @@ def _sha256(path):
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+def _stat(path):
+    if not os.path.exists(path):
+        return None
+    found = os.stat(path)
+    return {"mode": f"{stat.S_IMODE(found.st_mode):04o}", "uid": found.st_uid, "gid": found.st_gid}
 
 
 def _read(path):
@@ -133,6 +147,7 @@ def main():
             "exists": paths,
             "sysctls": {"type": "list", "elements": "str", "default": []},
             "sha256": paths,
+            "stat": paths,
             "links": paths,
             "read": paths,
             "dpkg": {"type": "bool", "default": False},
@@ -154,6 +169,7 @@ def _probe(module, params):
         "exists": {path: os.path.exists(path) for path in params["exists"]},
         "sysctls": {name: _read_sysctl(name) for name in params["sysctls"]},
         "sha256": {path: _sha256(path) for path in params["sha256"]},
+        "stat": {path: _stat(path) for path in params["stat"]},
         "links": {path: os.readlink(path) if os.path.islink(path) else None for path in params["links"]},
         "read": {path: _read(path) for path in params["read"]},
     }

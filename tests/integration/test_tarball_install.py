@@ -2,7 +2,8 @@
 HTTP mirror, verified by sha256, installed on a fresh node by site.yml.
 
 The tarball is hack/containerd-tarball.sh's (Debian's containerd binaries in
-upstream's layout); runc still comes from the Debian runc package. Last,
+upstream's layout); runc still comes from the Debian runc package. Then drift:
+what a hand edits, removes or stops is put right by the next run. Last,
 reset.yml: refused while a pod sandbox runs (the node untouched), then forced.
 """
 
@@ -80,6 +81,53 @@ def test_second_run_changes_nothing(
     first_run: subprocess.CompletedProcess[str], inventory: Path, tarball_vars: dict, test_host: Node
 ) -> None:
     assert first_run.returncode == 0
+    assert_run_changes_nothing(inventory, test_host, tarball_vars)
+
+
+def changed_tasks(output: str) -> list[str]:
+    """The names of the tasks (and handlers) that reported a change, in order."""
+    names, current = [], ""
+    for line in output.splitlines():
+        if line.startswith(("TASK [", "RUNNING HANDLER [")):
+            current = line.split("[", 1)[1].rsplit("]", 1)[0]
+        elif line.startswith("changed:") and current not in names:
+            names.append(current)
+    return names
+
+
+def test_drift_is_found_and_repaired_by_the_next_run(
+    first_run: subprocess.CompletedProcess[str], inventory: Path, tarball_vars: dict, test_host: Node
+) -> None:
+    """A no-change run still looks at the node: hand edits, a removed mirror, a changed sysctl
+    and a stopped containerd are each put right by the next site.yml, then nothing changes."""
+    assert first_run.returncode == 0
+    config = "/etc/containerd/config.toml"
+    written = test_host.sh(f"cat {config} /etc/containerd/certs.d/gcr.io/hosts.toml").stdout
+    test_host.sh(
+        f"echo '[debug]' >>{config} && echo '  level = \"debug\"' >>{config}"
+        " && rm /etc/containerd/certs.d/gcr.io/hosts.toml && sysctl -qw net.ipv4.ip_forward=0"
+    )
+    repaired = run_playbook(inventory, "playbooks/site.yml", tarball_vars)
+    assert repaired.returncode == 0, repaired.stdout[-6000:]
+    changed = changed_tasks(repaired.stdout)
+    for task in (
+        "containerd : Write config.toml",
+        "containerd : Write the configuration directories and the registry mirrors' hosts.toml files",
+        "node_prereqs : Apply kernel parameters for pod networking",
+        "containerd : Restart containerd",
+    ):
+        assert task in changed, changed
+    assert test_host.sh(f"cat {config} /etc/containerd/certs.d/gcr.io/hosts.toml").stdout == written
+    assert test_host.sh("sysctl -n net.ipv4.ip_forward").stdout.strip() == "1"
+
+    # Alone, so no configuration change restarts it on the way.
+    test_host.sh("systemctl stop containerd")
+    started = run_playbook(inventory, "playbooks/site.yml", tarball_vars)
+    assert started.returncode == 0, started.stdout[-6000:]
+    assert changed_tasks(started.stdout) == ["containerd : Enable and start containerd"]
+    assert test_host.sh("systemctl is-active containerd").stdout.strip() == "active"
+    assert "RuntimeName:  containerd" in test_host.sh("crictl version").stdout
+
     assert_run_changes_nothing(inventory, test_host, tarball_vars)
 
 

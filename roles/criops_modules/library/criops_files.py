@@ -1,0 +1,201 @@
+#!/usr/bin/python
+"""Directories, files and links of a role, brought to their wanted state in one module call."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+
+from ansible.module_utils.basic import AnsibleModule
+from ansible.module_utils.common.text.converters import to_bytes
+
+DOCUMENTATION = r"""
+module: criops_files
+short_description: Ensure a set of directories, files and symbolic links in one call
+description:
+  - Each entry of O(paths) is brought to its state in order, so a directory listed before
+    the files it holds exists when they are written. One module run instead of one per path,
+    so on a node where nothing changed it is one round trip for a role's whole file set.
+  - File content comes rendered from the controller (for example with the template lookup);
+    a file is rewritten atomically only when its content differs.
+  - Supports check mode and diff mode; reports which paths changed.
+options:
+  paths:
+    description: What to ensure, in order.
+    type: list
+    elements: dict
+    required: true
+    suboptions:
+      path:
+        description: Absolute path.
+        type: path
+        required: true
+      state:
+        description: C(directory), C(file) (needs O(paths[].content)) or C(link) (needs O(paths[].src)).
+        type: str
+        choices: [directory, file, link]
+        required: true
+      content:
+        description: The whole content of a file.
+        type: str
+      src:
+        description: The target of a link.
+        type: path
+      mode:
+        description: Mode of a directory or file, such as C("0644"); not applied to links.
+        type: raw
+      validate:
+        description:
+          - A command that checks a file's new content before it replaces the old, C(%s)
+            standing for a temporary file beside it; the file is left alone when it fails.
+        type: str
+      backup:
+        description: Keep a timestamped copy of a file's old content when it is rewritten.
+        type: bool
+        default: false
+  owner:
+    description: Owner of every directory and file; unmanaged when unset.
+    type: str
+  group:
+    description: Group of every directory and file; unmanaged when unset.
+    type: str
+"""
+
+RETURN = r"""
+changed_paths:
+  description: The paths that were (or in check mode would be) changed, in order.
+  type: list
+  elements: str
+  returned: always
+backups:
+  description: Path to the backup file made of its old content.
+  type: dict
+  returned: always
+"""
+
+
+def _file_args(module, entry, owner, group):
+    params = {"path": entry["path"], "mode": entry.get("mode"), "owner": owner, "group": group}
+    return module.load_file_common_arguments(params)
+
+
+def _ensure_directory(module, entry, owner, group):
+    path = entry["path"]
+    if os.path.lexists(path) and not os.path.isdir(path):
+        module.fail_json(msg=f"{path} exists and is not a directory")
+    changed = False
+    if not os.path.isdir(path):
+        changed = True
+        if module.check_mode:
+            return True
+        os.makedirs(path)
+    return module.set_fs_attributes_if_different(_file_args(module, entry, owner, group), changed)
+
+
+def _ensure_file(module, entry, owner, group, diffs, backups):
+    path = entry["path"]
+    if entry.get("content") is None:
+        module.fail_json(msg=f"{path}: state file needs content")
+    wanted = to_bytes(entry["content"], errors="surrogate_or_strict")
+    if os.path.lexists(path) and (os.path.islink(path) or not os.path.isfile(path)):
+        module.fail_json(msg=f"{path} exists and is not a regular file")
+    current = None
+    if os.path.exists(path):
+        with open(path, "rb") as handle:
+            current = handle.read()
+    changed = current != wanted
+    if changed and module._diff:
+        diffs.append(
+            {
+                "before_header": path,
+                "after_header": path,
+                "before": "" if current is None else current.decode("utf-8", "replace"),
+                "after": entry["content"],
+            }
+        )
+    if changed and module.check_mode:
+        return True
+    if changed:
+        directory = os.path.dirname(path)
+        descriptor, temporary = tempfile.mkstemp(dir=directory, prefix=".criops-")
+        try:
+            with os.fdopen(descriptor, "wb") as handle:
+                handle.write(wanted)
+            if entry.get("validate"):
+                if "%s" not in entry["validate"]:
+                    module.fail_json(msg=f"{path}: validate must contain %s")
+                rc, out, err = module.run_command(entry["validate"] % temporary)
+                if rc != 0:
+                    module.fail_json(
+                        msg=f"{path}: validation failed: {entry['validate']}", rc=rc, stdout=out, stderr=err
+                    )
+            if entry.get("backup") and current is not None:
+                backups[path] = module.backup_local(path)
+            module.atomic_move(temporary, path)
+        finally:
+            if os.path.exists(temporary):
+                os.unlink(temporary)
+    return module.set_fs_attributes_if_different(_file_args(module, entry, owner, group), changed)
+
+
+def _ensure_link(module, entry):
+    path, src = entry["path"], entry.get("src")
+    if not src:
+        module.fail_json(msg=f"{path}: state link needs src")
+    if os.path.islink(path) and os.readlink(path) == src:
+        return False
+    if os.path.isdir(path) and not os.path.islink(path):
+        module.fail_json(msg=f"{path} is a directory; refusing to replace it with a link")
+    if module.check_mode:
+        return True
+    temporary = os.path.join(os.path.dirname(path), f".criops-link-{os.getpid()}-{os.path.basename(path)}")
+    if os.path.lexists(temporary):
+        os.unlink(temporary)
+    os.symlink(src, temporary)
+    os.replace(temporary, path)
+    return True
+
+
+def main():
+    module = AnsibleModule(
+        argument_spec={
+            "paths": {
+                "type": "list",
+                "elements": "dict",
+                "required": True,
+                "options": {
+                    "path": {"type": "path", "required": True},
+                    "state": {"type": "str", "required": True, "choices": ["directory", "file", "link"]},
+                    "content": {"type": "str", "no_log": False},
+                    "src": {"type": "path"},
+                    "mode": {"type": "raw"},
+                    "validate": {"type": "str"},
+                    "backup": {"type": "bool", "default": False},
+                },
+            },
+            "owner": {"type": "str"},
+            "group": {"type": "str"},
+        },
+        supports_check_mode=True,
+    )
+    owner, group = module.params["owner"], module.params["group"]
+    changed_paths, diffs, backups = [], [], {}
+    for entry in module.params["paths"]:
+        if not os.path.isabs(entry["path"]):
+            module.fail_json(msg=f"{entry['path']} is not an absolute path", changed_paths=changed_paths)
+        if entry["state"] == "directory":
+            changed = _ensure_directory(module, entry, owner, group)
+        elif entry["state"] == "file":
+            changed = _ensure_file(module, entry, owner, group, diffs, backups)
+        else:
+            changed = _ensure_link(module, entry)
+        if changed:
+            changed_paths.append(entry["path"])
+    result = {"changed": bool(changed_paths), "changed_paths": changed_paths, "backups": backups}
+    if module._diff:
+        result["diff"] = diffs
+    module.exit_json(**result)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,184 @@
+#!/usr/bin/python
+"""Read what the roles compare against in one module call: it never changes the node."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import os
+import stat
+
+from ansible.module_utils.basic import AnsibleModule
+
+DOCUMENTATION = r"""
+module: criops_node_probe
+short_description: Read the node state criops' roles decide on, in one call
+description:
+  - Reads only. One round trip instead of a stat, slurp or command per item, so a run that
+    finds nothing to do stays short while every check still looks at the node itself.
+options:
+  exists:
+    description: Paths to test for existence (following links).
+    type: list
+    elements: path
+    default: []
+  sysctls:
+    description: Kernel parameters to read, such as C(net.ipv4.ip_forward); a missing one reads as null.
+    type: list
+    elements: str
+    default: []
+  sha256:
+    description: Files to hash; a missing file hashes to null.
+    type: list
+    elements: path
+    default: []
+  stat:
+    description: Paths whose mode (octal string), uid and gid to read (following links); a missing one reads as null.
+    type: list
+    elements: path
+    default: []
+  links:
+    description: Symbolic links to read; a path that is not a link reads as null.
+    type: list
+    elements: path
+    default: []
+  read:
+    description: Files to read whole (base64); a missing one reads as null, an unreadable one fails.
+    type: list
+    elements: path
+    default: []
+  dpkg:
+    description: Also list installed Debian packages and unfinished dpkg work.
+    type: bool
+    default: false
+  swap:
+    description: Also report the swap space in MiB, from /proc/meminfo.
+    type: bool
+    default: false
+"""
+
+RETURN = r"""
+exists: {description: Path to true/false., type: dict, returned: always}
+sysctls: {description: Name to current value (whitespace collapsed) or null., type: dict, returned: always}
+sha256: {description: Path to hex digest or null., type: dict, returned: always}
+stat: {description: "Path to {mode, uid, gid} or null.", type: dict, returned: always}
+links: {description: Path to link target or null., type: dict, returned: always}
+read: {description: Path to base64 content or null., type: dict, returned: always}
+packages: {description: Installed package name to version (dpkg only)., type: dict, returned: when dpkg}
+dpkg_unfinished:
+  description: Unfinished dpkg work (journal entries, dpkg --audit output); empty when none.
+  type: str
+  returned: when dpkg
+swap_mb: {description: Swap space in MiB., type: int, returned: when swap}
+"""
+
+
+def _sysctl_path(name):
+    # sysctl(8): a name with a slash is already a path; otherwise dots separate.
+    return "/proc/sys/" + (name if "/" in name else name.replace(".", "/"))
+
+
+def _read_sysctl(name):
+    try:
+        with open(_sysctl_path(name)) as handle:
+            return " ".join(handle.read().split())
+    except FileNotFoundError:
+        return None
+
+
+def _sha256(path):
+    if not os.path.isfile(path):
+        return None
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _stat(path):
+    if not os.path.exists(path):
+        return None
+    found = os.stat(path)
+    return {"mode": f"{stat.S_IMODE(found.st_mode):04o}", "uid": found.st_uid, "gid": found.st_gid}
+
+
+def _read(path):
+    if not os.path.lexists(path):
+        return None
+    with open(path, "rb") as handle:
+        return base64.b64encode(handle.read()).decode()
+
+
+def _dpkg(module):
+    rc, out, err = module.run_command(["dpkg-query", "-W", "-f", "${Package}\t${Status}\t${Version}\n"])
+    if rc != 0:
+        module.fail_json(msg=f"dpkg-query failed: {err.strip()}")
+    packages = {}
+    for line in out.splitlines():
+        name, status, version = [*line.split("\t"), "", ""][:3]
+        if status == "install ok installed":
+            packages[name] = version
+    unfinished = []
+    journal = "/var/lib/dpkg/updates"
+    if os.path.isdir(journal) and os.listdir(journal):
+        unfinished.append(f"{journal} holds {len(os.listdir(journal))} unfinished entries")
+    # dpkg --audit exits 1 when it lists packages.
+    rc, out, err = module.run_command(["dpkg", "--audit"])
+    if rc > 1:
+        module.fail_json(msg=f"dpkg --audit failed: {err.strip()}")
+    if out.strip():
+        unfinished.append(out.strip())
+    return packages, "\n".join(unfinished)
+
+
+def _swap_mb():
+    with open("/proc/meminfo") as handle:
+        for line in handle:
+            if line.startswith("SwapTotal:"):
+                return int(line.split()[1]) // 1024
+    return 0
+
+
+def main():
+    paths = {"type": "list", "elements": "path", "default": []}
+    module = AnsibleModule(
+        argument_spec={
+            "exists": paths,
+            "sysctls": {"type": "list", "elements": "str", "default": []},
+            "sha256": paths,
+            "stat": paths,
+            "links": paths,
+            "read": paths,
+            "dpkg": {"type": "bool", "default": False},
+            "swap": {"type": "bool", "default": False},
+        },
+        supports_check_mode=True,
+    )
+    params = module.params
+    try:
+        result = _probe(module, params)
+    except OSError as error:
+        module.fail_json(msg=f"cannot read {error.filename}: {error.strerror}")
+    module.exit_json(**result)
+
+
+def _probe(module, params):
+    result = {
+        "changed": False,
+        "exists": {path: os.path.exists(path) for path in params["exists"]},
+        "sysctls": {name: _read_sysctl(name) for name in params["sysctls"]},
+        "sha256": {path: _sha256(path) for path in params["sha256"]},
+        "stat": {path: _stat(path) for path in params["stat"]},
+        "links": {path: os.readlink(path) if os.path.islink(path) else None for path in params["links"]},
+        "read": {path: _read(path) for path in params["read"]},
+    }
+    if params["dpkg"]:
+        result["packages"], result["dpkg_unfinished"] = _dpkg(module)
+    if params["swap"]:
+        result["swap_mb"] = _swap_mb()
+    return result
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,143 @@
+"""criops' own modules (roles/criops_modules), run as Ansible runs them, on a scratch directory."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import os
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+MODULE = Path(__file__).resolve().parents[2] / "roles/criops_modules/library/criops_files.py"
+
+
+def run(tmp_path: Path, paths: list[dict], check: bool = False, diff: bool = False) -> dict:
+    args = tmp_path.parent / f"{tmp_path.name}-args.json"
+    module_args = {"paths": paths, "_ansible_check_mode": check, "_ansible_diff": diff}
+    args.write_text(json.dumps({"ANSIBLE_MODULE_ARGS": module_args}))
+    done = subprocess.run([sys.executable, str(MODULE), str(args)], capture_output=True, text=True)
+    return json.loads(done.stdout)
+
+
+def tree(tmp_path: Path) -> list[dict]:
+    return [
+        {"path": str(tmp_path / "conf"), "state": "directory", "mode": "0755"},
+        {"path": str(tmp_path / "conf/a.toml"), "state": "file", "content": "a = 1\n", "mode": "0644"},
+        {"path": str(tmp_path / "conf/sub"), "state": "directory", "mode": "0750"},
+        {"path": str(tmp_path / "conf/sub/b.toml"), "state": "file", "content": "b = 2\n", "mode": "0600"},
+        {"path": str(tmp_path / "b-link"), "state": "link", "src": str(tmp_path / "conf/sub/b.toml")},
+    ]
+
+
+def test_writes_a_tree_in_order_then_changes_nothing(tmp_path: Path) -> None:
+    first = run(tmp_path, tree(tmp_path))
+    assert first["changed"] is True
+    assert first["changed_paths"] == [entry["path"] for entry in tree(tmp_path)]
+    assert (tmp_path / "conf/a.toml").read_text() == "a = 1\n"
+    assert stat.S_IMODE((tmp_path / "conf/sub").stat().st_mode) == 0o750
+    assert stat.S_IMODE((tmp_path / "conf/sub/b.toml").stat().st_mode) == 0o600
+    assert os.readlink(tmp_path / "b-link") == str(tmp_path / "conf/sub/b.toml")
+    again = run(tmp_path, tree(tmp_path))
+    assert again["changed"] is False and again["changed_paths"] == []
+
+
+def test_repairs_only_what_drifted(tmp_path: Path) -> None:
+    run(tmp_path, tree(tmp_path))
+    (tmp_path / "conf/a.toml").write_text("a = 'edited by hand'\n")
+    (tmp_path / "conf/sub/b.toml").chmod(0o644)
+    (tmp_path / "b-link").unlink()
+    (tmp_path / "b-link").symlink_to("/elsewhere")
+    repaired = run(tmp_path, tree(tmp_path))
+    assert repaired["changed_paths"] == [
+        str(tmp_path / "conf/a.toml"),
+        str(tmp_path / "conf/sub/b.toml"),
+        str(tmp_path / "b-link"),
+    ]
+    assert (tmp_path / "conf/a.toml").read_text() == "a = 1\n"
+    assert stat.S_IMODE((tmp_path / "conf/sub/b.toml").stat().st_mode) == 0o600
+    assert os.readlink(tmp_path / "b-link") == str(tmp_path / "conf/sub/b.toml")
+    # No temporary files left beside the rewritten ones.
+    assert sorted(p.name for p in (tmp_path / "conf").iterdir()) == ["a.toml", "sub"]
+
+
+def test_check_mode_predicts_and_writes_nothing(tmp_path: Path) -> None:
+    predicted = run(tmp_path, tree(tmp_path), check=True, diff=True)
+    assert predicted["changed_paths"] == [entry["path"] for entry in tree(tmp_path)]
+    assert list(tmp_path.iterdir()) == []
+    run(tmp_path, tree(tmp_path))
+    (tmp_path / "conf/a.toml").write_text("a = 3\n")
+    predicted = run(tmp_path, tree(tmp_path), check=True, diff=True)
+    assert predicted["changed_paths"] == [str(tmp_path / "conf/a.toml")]
+    assert predicted["diff"] == [
+        {
+            "before_header": str(tmp_path / "conf/a.toml"),
+            "after_header": str(tmp_path / "conf/a.toml"),
+            "before": "a = 3\n",
+            "after": "a = 1\n",
+        }
+    ]
+    assert (tmp_path / "conf/a.toml").read_text() == "a = 3\n"
+
+
+def test_refuses_to_replace_a_directory_or_write_through_a_link(tmp_path: Path) -> None:
+    (tmp_path / "dir").mkdir()
+    refused = run(tmp_path, [{"path": str(tmp_path / "dir"), "state": "link", "src": "/x"}])
+    assert refused.get("failed") and "is a directory" in refused["msg"]
+    (tmp_path / "target").write_text("keep\n")
+    (tmp_path / "link").symlink_to(tmp_path / "target")
+    refused = run(tmp_path, [{"path": str(tmp_path / "link"), "state": "file", "content": "x\n"}])
+    assert refused.get("failed") and "not a regular file" in refused["msg"]
+    assert (tmp_path / "target").read_text() == "keep\n"
+
+
+def test_validates_new_content_and_keeps_a_backup(tmp_path: Path) -> None:
+    config = tmp_path / "config.toml"
+    config.write_text("old = 1\n")
+    entry = {"path": str(config), "state": "file", "backup": True, "validate": "grep -q '^new' %s"}
+    refused = run(tmp_path, [{**entry, "content": "broken\n"}])
+    assert refused.get("failed") and "validation failed" in refused["msg"], refused
+    assert config.read_text() == "old = 1\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["config.toml"]
+    written = run(tmp_path, [{**entry, "content": "new = 2\n"}])
+    assert written["changed_paths"] == [str(config)]
+    assert config.read_text() == "new = 2\n"
+    assert Path(written["backups"][str(config)]).read_text() == "old = 1\n"
+
+
+PROBE = MODULE.with_name("criops_node_probe.py")
+
+
+def test_the_probe_reads_without_changing(tmp_path: Path) -> None:
+    (tmp_path / "bin").write_bytes(b"\x7fELF binary")
+    (tmp_path / "bin").chmod(0o640)
+    (tmp_path / "link").symlink_to(tmp_path / "bin")
+    args = tmp_path.parent / f"{tmp_path.name}-probe.json"
+    module_args = {
+        "exists": [str(tmp_path / "bin"), str(tmp_path / "none")],
+        "sha256": [str(tmp_path / "bin"), str(tmp_path / "none")],
+        "links": [str(tmp_path / "link"), str(tmp_path / "bin")],
+        "stat": [str(tmp_path / "link"), str(tmp_path / "none")],
+        "read": [str(tmp_path / "bin"), str(tmp_path / "none")],
+        "sysctls": ["kernel.ostype", "kernel/ostype", "no.such.parameter"],
+        "swap": True,
+        "_ansible_check_mode": True,
+    }
+    args.write_text(json.dumps({"ANSIBLE_MODULE_ARGS": module_args}))
+    done = subprocess.run([sys.executable, str(PROBE), str(args)], capture_output=True, text=True)
+    found = json.loads(done.stdout)
+    assert found["changed"] is False
+    assert found["exists"] == {str(tmp_path / "bin"): True, str(tmp_path / "none"): False}
+    assert found["sha256"][str(tmp_path / "bin")] == hashlib.sha256(b"\x7fELF binary").hexdigest()
+    assert found["sha256"][str(tmp_path / "none")] is None
+    assert found["stat"] == {
+        str(tmp_path / "link"): {"mode": "0640", "uid": os.getuid(), "gid": os.getgid()},
+        str(tmp_path / "none"): None,
+    }
+    assert found["links"] == {str(tmp_path / "link"): str(tmp_path / "bin"), str(tmp_path / "bin"): None}
+    assert found["read"][str(tmp_path / "bin")] == base64.b64encode(b"\x7fELF binary").decode()
+    assert found["read"][str(tmp_path / "none")] is None
+    assert found["sysctls"] == {"kernel.ostype": "Linux", "kernel/ostype": "Linux", "no.such.parameter": None}
+    assert isinstance(found["swap_mb"], int)

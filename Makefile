@@ -4,7 +4,7 @@ VENV := .venv/bin
 export PATH := $(CURDIR)/$(VENV):$(PATH)
 export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 
-.PHONY: bootstrap demo test lint unit integration molecule critest-virtlet bench bench-operator image clean
+.PHONY: bootstrap demo test lint unit integration molecule critest-virtlet bench bench-operator bench-fleet image clean
 
 bootstrap:
 	hack/bootstrap.sh
@@ -55,6 +55,11 @@ bench: bootstrap
 
 bench-operator: bootstrap
 	$(VENV)/python -m testworld.bench_operator
+
+## site.yml and the operator on 1 test host vs BENCH_FLEET_SIZE (10) from one
+## controller: wall, controller and test-host CPU seconds, Ansible's knobs compared.
+bench-fleet: bootstrap
+	$(VENV)/python -m testworld.bench_fleet
 
 image: bootstrap
 	hack/operator-image.sh

@@ -117,8 +117,12 @@ def register_node(plane: ControlPlane, name: str, labels: dict[str, str], taints
 class OperatorProcess:
     """`kopf run -m criops.handlers` as its own process, logging to a file."""
 
-    def __init__(self, kubeconfig: Path, state_dir: Path, log: Path, probe_tick: int = 5) -> None:
+    def __init__(
+        self, kubeconfig: Path, state_dir: Path, log: Path, probe_tick: int = 5, env: dict[str, str] | None = None
+    ) -> None:
         self.kubeconfig, self.state_dir, self.log_path, self.probe_tick = kubeconfig, state_dir, log, probe_tick
+        # Settings of the operator's own (CRIOPS_CONCURRENCY...) on top of the test world's.
+        self.env = env or {}
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> OperatorProcess:
@@ -135,6 +139,7 @@ class OperatorProcess:
             # Keep every run, so tests can count them.
             "CRIOPS_RUNS_KEPT": "1000",
             "ANSIBLE_CONFIG": str(REPO / "ansible.cfg"),
+            **self.env,
         }
         kopf = Path(sys.executable).parent / "kopf"
         log = open(self.log_path, "ab")  # noqa: SIM115 - lives as long as the process

@@ -105,15 +105,16 @@ def ansible_playbook() -> str:
 
 def write_inventory(
     directory: Path,
-    node: Node,
+    node: Node | list[Node],
     kata: bool = False,
     host_vars: dict[str, object] | None = None,
     group: str = "containerd",
 ) -> Path:
-    """A YAML inventory for `node` in cri_nodes' child group `group` (with kata: in containerd's
-    child group kata), with inventory/local's group_vars. The node is reached over SSH on the
-    loopback port hack/local-host.sh published, as a node is (inventory/local's group_vars hold
-    the user, key and multiplexing), unless `host_vars` say otherwise.
+    """A YAML inventory for `node` (or a list of nodes: a fleet) in cri_nodes' child group
+    `group` (with kata: in containerd's child group kata), with inventory/local's group_vars.
+    A node is reached over SSH on the loopback port hack/local-host.sh published, as a node
+    is (inventory/local's group_vars hold the user, key and multiplexing), unless
+    `host_vars` say otherwise.
 
     group_vars are found relative to the inventory file, so they are linked next
     to it; they find the repository through CRIOPS_ROOT, which run_playbook sets.
@@ -122,7 +123,8 @@ def write_inventory(
     group_vars = directory / "group_vars"
     if not group_vars.exists():
         group_vars.symlink_to(LOCAL_INVENTORY / "group_vars", target_is_directory=True)
-    hosts = {node.name: host_vars or {"ansible_host": "127.0.0.1", "ansible_port": ssh_port(node.name)}}
+    nodes = node if isinstance(node, list) else [node]
+    hosts = {n.name: host_vars or {"ansible_host": "127.0.0.1", "ansible_port": ssh_port(n.name)} for n in nodes}
     body = {"children": {"kata": {"hosts": hosts}}} if kata else {"hosts": hosts}
     inventory = {"all": {"children": {"cri_nodes": {"children": {group: body}}}}}
     path = directory / "hosts.yml"
@@ -136,8 +138,10 @@ def run_playbook(
     playbook: str = "playbooks/site.yml",
     extra_vars: dict | None = None,
     options: list[str] | None = None,
+    env: dict[str, str] | None = None,
 ) -> subprocess.CompletedProcess[str]:
-    """Run a playbook of the repository from its root with its ansible.cfg.
+    """Run a playbook of the repository from its root with its ansible.cfg (and `env`
+    on top: ANSIBLE_* settings of one run).
 
     Extra variables go in a JSON file (-e @file), never through a shell string.
     The result's stdout holds stdout and stderr interleaved, as a user sees them;
@@ -156,6 +160,7 @@ def run_playbook(
         "CRIOPS_ROOT": str(REPO),
         "ANSIBLE_NOCOLOR": "1",
         "ANSIBLE_FORCE_COLOR": "0",
+        **(env or {}),
     }
     result = subprocess.run(
         cmd,

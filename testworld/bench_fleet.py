@@ -23,7 +23,9 @@ own), the test hosts' CPU seconds (their containers' cgroups) and how busy the
 machine's cores were (all of its CPU time, other work included, over wall time
 times cores). The test hosts share the controller's cores here; the
 controller's CPU per extra host is what a fleet of real machines adds.
-$BENCH_FLEET_PARTS ("ansible operator" unless set) picks the parts.
+$BENCH_FLEET_PARTS ("ansible operator" unless set) picks the parts, $BENCH_FLEET_KNOBS
+the knobs (all unless set: forks5 free nopipelining nocompression factcache
+cold nocontrolmaster). Progress, each figure as it is measured, goes to stderr.
 """
 
 from __future__ import annotations
@@ -138,6 +140,12 @@ class Figures:
     nodes: float
     busy: float  # share of the machine's cores in use, other work included
 
+    def __str__(self) -> str:
+        return (
+            f"wall {self.wall:.1f} s, controller CPU {self.controller:.1f} s, "
+            f"test hosts' CPU {self.nodes:.1f} s, cores busy {100 * self.busy:.0f} %"
+        )
+
     @staticmethod
     def median(runs: list[Figures]) -> Figures:
         return Figures(
@@ -162,6 +170,11 @@ class Fleet:
         after = (time.monotonic(), acct.cpu(group), nodes_cpu(), acct.machine())
         wall = after[0] - before[0]
         return Figures(wall, after[1] - before[1], after[2] - before[2], (after[3] - before[3]) / (wall * CORES))
+
+
+def show(text: str) -> None:
+    """Progress on stderr as each figure is measured (the tables come at the end, on stdout)."""
+    print(f"[bench-fleet {time.strftime('%H:%M:%S')}] {text}", file=sys.stderr, flush=True)
 
 
 def start_hosts(names: list[str]) -> float:
@@ -207,39 +220,46 @@ def ansible_part(workdir: Path, fleet: Fleet, solo: Node, nodes: list[Node], rou
     control = workdir / "cp"
     base = {"ANSIBLE_SSH_CONTROL_PATH_DIR": str(control)}
     fresh_one = fleet.measure([solo], lambda: playbook(one_inv, base))
+    show(f"fresh converge, 1 host: {fresh_one}")
     fresh_many = fleet.measure(nodes, lambda: playbook(many_inv, base))
+    show(f"fresh converge, {size} hosts: {fresh_many}")
 
     no_master = "-o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o ControlMaster=no"
     facts = str(workdir / "facts")
-    knobs: dict[str, tuple[Callable[[], dict[str, str]], dict | None]] = {
-        "forks 5 (Ansible's default)": (lambda: {**base, "ANSIBLE_FORKS": "5"}, None),
-        "strategy free": (lambda: {**base, "ANSIBLE_STRATEGY": "free"}, None),
-        "pipelining off": (lambda: {**base, "ANSIBLE_PIPELINING": "False"}, None),
-        "SSH compression off (`ssh_args` without -C)": (
+    fact_cache = {**base, "ANSIBLE_CACHE_PLUGIN": "jsonfile", "ANSIBLE_CACHE_PLUGIN_CONNECTION": facts}
+    every: dict[str, tuple[str, Callable[[], dict[str, str]], dict | None]] = {
+        "forks5": ("forks 5 (Ansible's default)", lambda: {**base, "ANSIBLE_FORKS": "5"}, None),
+        "free": ("strategy free", lambda: {**base, "ANSIBLE_STRATEGY": "free"}, None),
+        "nopipelining": ("pipelining off", lambda: {**base, "ANSIBLE_PIPELINING": "False"}, None),
+        "nocompression": (
+            "SSH compression off (`ssh_args` without -C)",
             lambda: {**base, "ANSIBLE_SSH_ARGS": "-o ControlMaster=auto -o ControlPersist=60s"},
             None,
         ),
-        "fact cache on disk (jsonfile), warm": (
-            lambda: {**base, "ANSIBLE_CACHE_PLUGIN": "jsonfile", "ANSIBLE_CACHE_PLUGIN_CONNECTION": facts},
-            None,
-        ),
-        "SSH masters cold (a new ControlPath: every host's first connection anew)": (
+        "factcache": ("fact cache on disk (jsonfile), warm", lambda: fact_cache, None),
+        "cold": (
+            "SSH masters cold (a new ControlPath: every host's first connection anew)",
             lambda: {"ANSIBLE_SSH_CONTROL_PATH_DIR": str(workdir / f"cp-{uuid.uuid4().hex[:8]}")},
             None,
         ),
-        "no ControlMaster (a new SSH connection per task)": (
+        "nocontrolmaster": (
+            "no ControlMaster (a new SSH connection per task)",
             lambda: {**base, "ANSIBLE_SSH_ARGS": "-C -o ControlMaster=no"},
             {"ansible_ssh_common_args": no_master},
         ),
     }
-    # The fact cache filled once, outside the rounds.
-    playbook(many_inv, knobs["fact cache on disk (jsonfile), warm"][0](), changed=0)
+    knobs = {key: every[key] for key in os.environ.get("BENCH_FLEET_KNOBS", " ".join(every)).split()}
+    if "factcache" in knobs:
+        # The fact cache filled once, outside the rounds.
+        playbook(many_inv, fact_cache, changed=0)
     results: dict[str, list[Figures]] = {"one": [], "many": [], **{k: [] for k in knobs}}
-    for _ in range(rounds):
+    for turn in range(rounds):
         results["one"].append(fleet.measure([solo], lambda: playbook(one_inv, base, changed=0)))
         results["many"].append(fleet.measure(nodes, lambda: playbook(many_inv, base, changed=0)))
-        for knob, (env, extra) in knobs.items():
-            results[knob].append(fleet.measure(nodes, lambda e=env, x=extra: playbook(many_inv, e(), x, changed=0)))
+        show(f"round {turn + 1}: re-run 1 host {results['one'][-1]}, {size} hosts {results['many'][-1]}")
+        for key, (_, env, extra) in knobs.items():
+            results[key].append(fleet.measure(nodes, lambda e=env, x=extra: playbook(many_inv, e(), x, changed=0)))
+            show(f"round {turn + 1}: {key} {results[key][-1]}")
 
     one, many = Figures.median(results["one"]), Figures.median(results["many"])
     lines = [
@@ -250,7 +270,7 @@ def ansible_part(workdir: Path, fleet: Fleet, solo: Node, nodes: list[Node], rou
         row("fresh converge", size, [fresh_many], fresh_one),
         row("no-change re-run, as configured", 1, results["one"], None),
         row("no-change re-run, as configured", size, results["many"], one),
-        *(row(f"no-change re-run, {knob}", size, results[knob], one) for knob in knobs),
+        *(row(f"no-change re-run, {label}", size, results[key], one) for key, (label, _, _) in knobs.items()),
         "",
         f"Controller CPU per extra host: fresh converge {extra_node_cost(fresh_one, fresh_many, size)} s, "
         f"no-change re-run {extra_node_cost(one, many, size)} s.",
@@ -278,6 +298,7 @@ def operator_part(workdir: Path, fleet: Fleet, accounts: Accounts, solo: Node, n
         api = kubernetes.config.new_client_from_config(config_file=str(plane.kubeconfig))
         custom = kubernetes.client.CustomObjectsApi(api)
         # No probe during the measurement: the interval is a day.
+        specs: set[str] = set()
         validation = {"focus": FOCUS, "expectedFailures": DEBIAN12_EXPECTED_FAILURES, "interval": "24h"}
 
         def validate(batch: list[Node], ready: dict[str, float], critest: dict[str, float]) -> None:
@@ -293,6 +314,7 @@ def operator_part(workdir: Path, fleet: Fleet, accounts: Accounts, solo: Node, n
                             raise SystemExit(f"RuntimeNode {name} {status['phase']}: {json.dumps(status)[:2000]}")
                         ready[name] = time.monotonic() - applied
                         critest[name] = status["critest"]["durationSeconds"]
+                        specs.add(status["critest"]["result"])
                 time.sleep(0.5)
 
         def one_batch(batch: list[Node]) -> tuple[Figures, float, dict[str, float], dict[str, float]]:
@@ -309,6 +331,7 @@ def operator_part(workdir: Path, fleet: Fleet, accounts: Accounts, solo: Node, n
             figures, plane_cpu, ready, critest = one_batch(batch)
             figures.controller = accounts.cpu("controller") - controller_before
             results.append((batch, figures, plane_cpu, ready, critest))
+            show(f"{len(batch)} RuntimeNodes: {figures}, API server + etcd {plane_cpu:.1f} s, Ready after {ready}")
     finally:
         if operator is not None:
             operator.stop()
@@ -332,7 +355,7 @@ def operator_part(workdir: Path, fleet: Fleet, accounts: Accounts, solo: Node, n
     lines += [
         "",
         f"Operator CPU per extra RuntimeNode: {extra_node_cost(results[0][1], results[1][1], size)} s "
-        f"(critest focused on {', '.join(FOCUS)}; CRIOPS_CONCURRENCY={size}).",
+        f"(critest focused on {', '.join(FOCUS)}: {' '.join(sorted(specs))} passed; CRIOPS_CONCURRENCY={size}).",
     ]
     return lines
 

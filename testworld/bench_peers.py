@@ -132,9 +132,19 @@ def crictl_tarball(directory: Path, version: str) -> Path:
     return tarball
 
 
-def peer_inventory(groups: dict, host_vars: dict[str, object]) -> Callable[[Path, Node], Path]:
-    """An inventory writer: the node (reached as write_inventory reaches it) in `groups`, a
-    nested dict of group names whose leaves get the host; inventory/local's group_vars/all."""
+def nest(groups: dict, hosts: dict, group_vars: dict[str, object]) -> dict:
+    """Inventory groups from `groups`, a nested dict of group names whose leaves (empty dicts)
+    get `hosts`; the top groups get `group_vars`."""
+
+    def place(tree: dict) -> dict:
+        return {name: {"children": place(sub)} if sub else {"hosts": hosts} for name, sub in tree.items()}
+
+    return {name: body | {"vars": group_vars} for name, body in place(groups).items()}
+
+
+def peer_inventory(groups: dict, group_vars: dict[str, object]) -> Callable[[Path, Node], Path]:
+    """An inventory writer: the node (reached as write_inventory reaches it) in `groups` (see
+    nest), with inventory/local's group_vars/all: the same SSH settings and mirrors as criops."""
 
     def write(directory: Path, node: Node) -> Path:
         directory.mkdir(parents=True, exist_ok=True)
@@ -143,16 +153,8 @@ def peer_inventory(groups: dict, host_vars: dict[str, object]) -> Callable[[Path
         if not all_vars.exists():
             all_vars.symlink_to(LOCAL_INVENTORY / "group_vars" / "all", target_is_directory=True)
         hosts = {node.name: {"ansible_host": "127.0.0.1", "ansible_port": ssh_port(node.name)}}
-
-        def place(tree: dict) -> dict:
-            return {
-                name: ({"children": place(sub)} if sub else {"hosts": hosts}) | ({"vars": host_vars} if top else {})
-                for name, sub in tree.items()
-                for top in [tree is groups]
-            }
-
         path = directory / "hosts.yml"
-        path.write_text(json.dumps({"all": {"children": place(groups)}}, indent=2) + "\n")
+        path.write_text(json.dumps({"all": {"children": nest(groups, hosts, group_vars)}}, indent=2) + "\n")
         return path
 
     return write

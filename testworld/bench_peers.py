@@ -285,9 +285,10 @@ def measure(suite: str, tools: list[Tool], work: Path, rounds: int, reruns: int)
                     tool.again.append(timed(tool, inventory, node))
                 print(
                     f"[criops bench {datetime.now():%H:%M:%S}] {suite} round {round_ + 1}/{rounds} {tool.name}: "
-                    f"fresh {tool.fresh[-1].wall:.1f} s, re-runs "
-                    + ", ".join(f"{run.wall:.1f}" for run in tool.again[-reruns:])
-                    + " s",
+                    + ", ".join(
+                        f"{what} {run.wall:.1f} s (CPU {run.controller_cpu:.1f} + {run.node_cpu:.1f} s)"
+                        for what, run in [("fresh", tool.fresh[-1])] + [("re-run", run) for run in tool.again[-reruns:]]
+                    ),
                     file=sys.stderr,
                     flush=True,
                 )

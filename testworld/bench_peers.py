@@ -303,8 +303,8 @@ def min_median(values: list[float]) -> str:
 def table(suite: str, tools: list[Tool]) -> str:
     out = io.StringIO()
     rounds = len(tools[0].fresh)
-    reruns = len(tools[0].again)
-    print(f"#### {suite}: {rounds} rounds, {reruns} no-change re-runs per tool\n", file=out)
+    reruns = len(tools[0].again) // rounds
+    print(f"#### {suite}: {rounds} rounds of a fresh converge and {reruns} no-change re-runs per tool\n", file=out)
     print(
         "| tool | tasks fresh / re-run | fresh converge s (min / median) | no-change re-run s (min / median) "
         "| fresh CPU s, controller + node (median) | re-run CPU s, controller + node (median) | re-run changed |",

@@ -81,6 +81,7 @@ def test_the_table_gives_min_median_and_the_ratios_of_the_medians():
     peer.fresh = runs((40, 9, 9, 80), (50, 10, 10, 80), (60, 11, 11, 80))
     peer.again = runs((28, 9, 5, 70), (35, 10, 6, 70), (30, 9, 6, 70))
     text = table("bookworm", [criops, peer])
+    assert "bookworm: 3 rounds of a fresh converge and 1 no-change re-runs per tool" in text
     # tasks = ok + skipped; fresh 20 / 25; re-run 6 / 7; CPU medians 12 (4+8: the medians of each side
     # are 4 and 7, the median of the sums 12) and 4.
     assert "| criops | 62 / 52 | 20.0 / 25.0 | 6.0 / 7.0 | 12.0 (4.0 + 7.0) | 4.0 (2.0 + 1.0) | 0 |" in text

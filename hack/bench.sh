@@ -3,7 +3,12 @@
 #   fresh converge (site.yml on a new host), no-change re-runs (BENCH_RERUNS of
 #   them, 3 unless set: min and median, and the median's share of the fresh
 #   converge), validate.yml (BENCH_VALIDATE=0 leaves it out).
-# Prints a Markdown table; docs/benchmarks.md records the figures. Not a test:
+# Then, when the peers' mirror is configured ($CRIOPS_PEERS_MIRROR,
+# hack/peers.sh), criops side by side with kubespray's containerd role and
+# geerlingguy.containerd on fresh identical test hosts, rounds interleaved
+# (testworld/bench_peers.py: BENCH_PEER_ROUNDS, BENCH_PEER_RERUNS, on
+# BENCH_PEER_SUITES, else the same suites; BENCH_PEERS=0 leaves it out).
+# Prints Markdown tables; docs/benchmarks.md records the figures. Not a test:
 # nothing here passes or fails on time.
 . "$(dirname "$0")/lib.sh"
 cd "$CRIOPS_ROOT"
@@ -51,3 +56,12 @@ done
 echo "| platform | host boot (s) | fresh converge (s) | no-change re-run, min / median (s) | re-run / fresh | validate, probe + smoke only (s) | validate, full: runc + crun critest (s) |"
 echo "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"
 printf '%s\n' "${rows[@]}"
+
+[[ ${BENCH_PEERS:-1} != 0 ]] || exit 0
+echo
+if hack/peers.sh --mirror >/dev/null; then
+  # shellcheck disable=SC2086 # a list of suites
+  python -m testworld.bench_peers ${BENCH_PEER_SUITES:-$suites}
+else
+  echo "Side by side with kubespray and geerlingguy skipped: no mirror for their archives (CRIOPS_PEERS_MIRROR, docs/benchmarks.md); criops measured alone."
+fi

@@ -7,7 +7,10 @@ the benchmarks use these helpers.
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import hashlib
+import http.server
 import json
 import os
 import re
@@ -15,8 +18,10 @@ import shutil
 import subprocess
 import sys
 import tarfile
+import threading
 import urllib.parse
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -72,6 +77,27 @@ class ArtifactServer:
 
     def url(self, path: Path) -> str:
         return f"{self.base_url}/{urllib.parse.quote(path.name)}"
+
+
+class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+@contextlib.contextmanager
+def serve_directory(directory: Path) -> Iterator[ArtifactServer]:
+    """A real HTTP server on loopback serving `directory` (a site's artifact mirror) until the
+    block ends. Test hosts reach the controller's loopback as 10.0.2.2, on the same port."""
+    handler = functools.partial(_QuietHandler, directory=str(directory))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, name="artifact-server", daemon=True)
+    thread.start()
+    try:
+        yield ArtifactServer(f"http://127.0.0.1:{server.server_address[1]}")
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=10)
 
 
 def ssh_port(name: str) -> int:
@@ -140,8 +166,8 @@ def run_playbook(
     options: list[str] | None = None,
     env: dict[str, str] | None = None,
 ) -> subprocess.CompletedProcess[str]:
-    """Run a playbook of the repository from its root with its ansible.cfg (and `env`
-    on top: ANSIBLE_* settings of one run).
+    """Run a playbook of the repository from its root with its ansible.cfg (`env` adds
+    to the environment: ANSIBLE_* settings of one run, ANSIBLE_ROLES_PATH for other roles).
 
     Extra variables go in a JSON file (-e @file), never through a shell string.
     The result's stdout holds stdout and stderr interleaved, as a user sees them;

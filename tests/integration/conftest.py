@@ -7,13 +7,10 @@ afterwards, reached over SSH on its published loopback port, as a node is.
 
 from __future__ import annotations
 
-import functools
-import http.server
 import os
 import re
 import shutil
 import subprocess
-import threading
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,7 +19,16 @@ import pytest
 
 from testworld.cluster import install_crd, operator_world
 from testworld.control_plane import ControlPlane
-from testworld.hosts import REPO, ArtifactServer, Node, Tarball, hack_script, local_host, write_inventory
+from testworld.hosts import (
+    REPO,
+    ArtifactServer,
+    Node,
+    Tarball,
+    hack_script,
+    local_host,
+    serve_directory,
+    write_inventory,
+)
 
 
 @pytest.fixture(scope="module")
@@ -65,24 +71,11 @@ def containerd_tarball() -> Tarball:
     return Tarball(path, sha256)
 
 
-class _QuietHandler(http.server.SimpleHTTPRequestHandler):
-    def log_message(self, format: str, *args: object) -> None:
-        pass
-
-
 @pytest.fixture(scope="session")
 def artifact_server(containerd_tarball: Tarball) -> Iterator[ArtifactServer]:
     """A real HTTP server on loopback serving the artifacts directory: the site's mirror."""
-    handler = functools.partial(_QuietHandler, directory=str(containerd_tarball.path.parent))
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, name="artifact-server", daemon=True)
-    thread.start()
-    try:
-        yield ArtifactServer(f"http://127.0.0.1:{server.server_address[1]}")
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=10)
+    with serve_directory(containerd_tarball.path.parent) as server:
+        yield server
 
 
 @pytest.fixture(scope="session")

@@ -111,7 +111,7 @@ def test_drift_is_found_and_repaired_by_the_next_run(
     assert repaired.returncode == 0, repaired.stdout[-6000:]
     changed = changed_tasks(repaired.stdout)
     for task in (
-        "containerd : Write config.toml",
+        "containerd : Write config.toml and the service limits",
         "containerd : Write the configuration directories and the registry mirrors' hosts.toml files",
         "node_prereqs : Apply kernel parameters for pod networking",
         "containerd : Restart containerd",

@@ -141,3 +141,61 @@ def test_the_probe_reads_without_changing(tmp_path: Path) -> None:
     assert found["read"][str(tmp_path / "none")] is None
     assert found["sysctls"] == {"kernel.ostype": "Linux", "kernel/ostype": "Linux", "no.such.parameter": None}
     assert isinstance(found["swap_mb"], int)
+
+
+def test_a_file_given_by_sha256_is_checked_not_sent(tmp_path: Path) -> None:
+    """Right content: only mode put right. Wrong or missing content: listed in differs, left alone."""
+    good, bad = b"\x7fELF the wanted binary", b"\x7fELF another binary"
+    (tmp_path / "same").write_bytes(good)
+    (tmp_path / "same").chmod(0o700)
+    (tmp_path / "other").write_bytes(bad)
+    (tmp_path / "other").chmod(0o700)
+    wanted = hashlib.sha256(good).hexdigest()
+    entries = [
+        {"path": str(tmp_path / name), "state": "file", "mode": "0755", "sha256": wanted}
+        for name in ("same", "other", "missing")
+    ]
+    predicted = run(tmp_path, entries, check=True)
+    assert predicted["changed_paths"] == [str(tmp_path / "same")]
+    assert predicted["differs"] == [str(tmp_path / "other"), str(tmp_path / "missing")]
+    assert stat.S_IMODE((tmp_path / "same").stat().st_mode) == 0o700
+    done = run(tmp_path, entries)
+    assert done["changed_paths"] == [str(tmp_path / "same")]
+    assert done["differs"] == [str(tmp_path / "other"), str(tmp_path / "missing")]
+    assert stat.S_IMODE((tmp_path / "same").stat().st_mode) == 0o755
+    assert (tmp_path / "other").read_bytes() == bad and stat.S_IMODE((tmp_path / "other").stat().st_mode) == 0o700
+    assert not (tmp_path / "missing").exists()
+    again = run(tmp_path, entries)
+    assert again["changed"] is False and again["differs"] == done["differs"]
+
+
+def test_the_probe_reads_unit_states_from_one_systemctl_show(tmp_path: Path) -> None:
+    """systemctl show prints one block per unit, in the order asked; a unit that does not
+    exist has an empty UnitFileState. (A stand-in systemctl prints what systemd 252 prints.)"""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    calls = tmp_path / "calls"
+    (bin_dir / "systemctl").write_text(
+        "#!/bin/sh\n"
+        f'echo "$@" >>{calls}\n'
+        "printf 'ActiveState=active\\nUnitFileState=enabled\\n\\n'\n"
+        "printf 'UnitFileState=\\nActiveState=inactive\\n'\n"
+    )
+    (bin_dir / "systemctl").chmod(0o755)
+    args = tmp_path / "probe-units.json"
+    module_args = {"units": ["containerd.service", "nothing.service"], "_ansible_check_mode": True}
+    args.write_text(json.dumps({"ANSIBLE_MODULE_ARGS": module_args}))
+    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}"}
+    done = subprocess.run([sys.executable, str(PROBE), str(args)], capture_output=True, text=True, env=env)
+    found = json.loads(done.stdout)
+    assert found["units"] == {
+        "containerd.service": {"active": "active", "enabled": "enabled"},
+        "nothing.service": {"active": "inactive", "enabled": ""},
+    }
+    assert calls.read_text().split() == [
+        "show",
+        "--property=ActiveState,UnitFileState",
+        "--",
+        "containerd.service",
+        "nothing.service",
+    ]

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import tempfile
 
@@ -31,12 +32,20 @@ options:
         type: path
         required: true
       state:
-        description: C(directory), C(file) (needs O(paths[].content)) or C(link) (needs O(paths[].src)).
+        description:
+          - C(directory), C(file) (needs O(paths[].content) or O(paths[].sha256))
+            or C(link) (needs O(paths[].src)).
         type: str
         choices: [directory, file, link]
         required: true
       content:
         description: The whole content of a file.
+        type: str
+      sha256:
+        description:
+          - Instead of O(paths[].content), for a file another task sends (too big to pass as an
+            argument): the sha256 its content must have. When it has it, only its mode and owner
+            are put right; when it is missing or differs, it is left alone and listed in RV(differs).
         type: str
       src:
         description: The target of a link.
@@ -64,6 +73,11 @@ options:
 RETURN = r"""
 changed_paths:
   description: The paths that were (or in check mode would be) changed, in order.
+  type: list
+  elements: str
+  returned: always
+differs:
+  description: The files given by sha256 that are missing or whose content differs, in order.
   type: list
   elements: str
   returned: always
@@ -138,6 +152,24 @@ def _ensure_file(module, entry, owner, group, diffs, backups):
     return module.set_fs_attributes_if_different(_file_args(module, entry, owner, group), changed)
 
 
+def _check_file(module, entry, owner, group, differs):
+    """A file given by its sha256: attributes put right if the content matches, else listed."""
+    path = entry["path"]
+    if os.path.lexists(path) and (os.path.islink(path) or not os.path.isfile(path)):
+        module.fail_json(msg=f"{path} exists and is not a regular file")
+    if not os.path.exists(path):
+        differs.append(path)
+        return False
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    if digest.hexdigest() != entry["sha256"].lower():
+        differs.append(path)
+        return False
+    return module.set_fs_attributes_if_different(_file_args(module, entry, owner, group), False)
+
+
 def _ensure_link(module, entry):
     path, src = entry["path"], entry.get("src")
     if not src:
@@ -167,6 +199,7 @@ def main():
                     "path": {"type": "path", "required": True},
                     "state": {"type": "str", "required": True, "choices": ["directory", "file", "link"]},
                     "content": {"type": "str", "no_log": False},
+                    "sha256": {"type": "str"},
                     "src": {"type": "path"},
                     "mode": {"type": "raw"},
                     "validate": {"type": "str"},
@@ -179,19 +212,21 @@ def main():
         supports_check_mode=True,
     )
     owner, group = module.params["owner"], module.params["group"]
-    changed_paths, diffs, backups = [], [], {}
+    changed_paths, diffs, backups, differs = [], [], {}, []
     for entry in module.params["paths"]:
         if not os.path.isabs(entry["path"]):
             module.fail_json(msg=f"{entry['path']} is not an absolute path", changed_paths=changed_paths)
         if entry["state"] == "directory":
             changed = _ensure_directory(module, entry, owner, group)
+        elif entry["state"] == "file" and entry.get("sha256") is not None and entry.get("content") is None:
+            changed = _check_file(module, entry, owner, group, differs)
         elif entry["state"] == "file":
             changed = _ensure_file(module, entry, owner, group, diffs, backups)
         else:
             changed = _ensure_link(module, entry)
         if changed:
             changed_paths.append(entry["path"])
-    result = {"changed": bool(changed_paths), "changed_paths": changed_paths, "backups": backups}
+    result = {"changed": bool(changed_paths), "changed_paths": changed_paths, "backups": backups, "differs": differs}
     if module._diff:
         result["diff"] = diffs
     module.exit_json(**result)

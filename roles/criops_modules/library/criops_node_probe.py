@@ -55,6 +55,11 @@ options:
     description: Also report the swap space in MiB, from /proc/meminfo.
     type: bool
     default: false
+  units:
+    description: systemd units whose C(ActiveState) and C(UnitFileState) to read, in one C(systemctl show).
+    type: list
+    elements: str
+    default: []
 """
 
 RETURN = r"""
@@ -70,6 +75,10 @@ dpkg_unfinished:
   type: str
   returned: when dpkg
 swap_mb: {description: Swap space in MiB., type: int, returned: when swap}
+units:
+  description: "Unit to {active, enabled}: its ActiveState and UnitFileState (empty for a unit that does not exist)."
+  type: dict
+  returned: always
 """
 
 
@@ -140,6 +149,23 @@ def _swap_mb():
     return 0
 
 
+def _units(module, names):
+    if not names:
+        return {}
+    # One property block per unit, in the order asked, separated by a blank line.
+    rc, out, err = module.run_command(
+        ["systemctl", "show", "--property=ActiveState,UnitFileState", "--", *names], environ_update={"LC_ALL": "C"}
+    )
+    if rc != 0:
+        module.fail_json(msg=f"systemctl show failed: {err.strip()}")
+    blocks = [dict(line.split("=", 1) for line in block.splitlines() if "=" in line) for block in out.split("\n\n")]
+    blocks = (blocks + [{}] * len(names))[: len(names)]
+    return {
+        name: {"active": block.get("ActiveState", ""), "enabled": block.get("UnitFileState", "")}
+        for name, block in zip(names, blocks, strict=True)
+    }
+
+
 def main():
     paths = {"type": "list", "elements": "path", "default": []}
     module = AnsibleModule(
@@ -152,6 +178,7 @@ def main():
             "read": paths,
             "dpkg": {"type": "bool", "default": False},
             "swap": {"type": "bool", "default": False},
+            "units": {"type": "list", "elements": "str", "default": []},
         },
         supports_check_mode=True,
     )
@@ -172,6 +199,7 @@ def _probe(module, params):
         "stat": {path: _stat(path) for path in params["stat"]},
         "links": {path: os.readlink(path) if os.path.islink(path) else None for path in params["links"]},
         "read": {path: _read(path) for path in params["read"]},
+        "units": _units(module, params["units"]),
     }
     if params["dpkg"]:
         result["packages"], result["dpkg_unfinished"] = _dpkg(module)

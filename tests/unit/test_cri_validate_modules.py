@@ -210,6 +210,23 @@ def test_only_the_ip_allocations_of_its_sandboxes_are_its(tmp_path: Path) -> Non
     assert throwaway.ipam_allocations(str(tmp_path / "none"), ["sandbox-a"]) == []
 
 
+def test_a_cri_plugin_that_did_not_load_is_explained_by_containerds_own_words() -> None:
+    log = "\n".join(
+        [
+            'time="t" level=info msg="loading plugin \\"io.containerd.grpc.v1.cri\\"..." type=io.containerd.grpc.v1',
+            'time="t" level=warning msg="failed to load plugin io.containerd.grpc.v1.cri" error="failed to create CRI'
+            ' service: failed to create fsnotify watcher: too many open files"',
+            'time="t" level=info msg=serving... address=/run/criops-validate-containerd/containerd.sock',
+        ]
+    )
+    assert throwaway.cri_plugin_error(log) == (
+        "failed to create CRI service: failed to create fsnotify watcher: too many open files"
+    )
+    quoted = 'msg="failed to load plugin io.containerd.grpc.v1.cri" error="bad \\"x\\" value"'
+    assert throwaway.cri_plugin_error(quoted) == 'bad "x" value'
+    assert throwaway.cri_plugin_error("level=info msg=serving...") == ""
+
+
 def test_readiness_is_every_condition_true() -> None:
     info = {
         "status": {"conditions": [{"type": "RuntimeReady", "status": True}, {"type": "NetworkReady", "status": False}]}

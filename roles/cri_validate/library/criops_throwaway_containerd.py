@@ -6,6 +6,7 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import re
 import shutil
 import time
 
@@ -172,6 +173,26 @@ def not_ready(info):
     return [c.get("type") for c in (info.get("status") or {}).get("conditions") or [] if not c.get("status")]
 
 
+def cri_load_error(module, unit):
+    """containerd's own words on why its CRI plugin did not load, from this start's journal."""
+    rc, invocation, _ = run(module, ["systemctl", "show", "--property=InvocationID", "--value", f"{unit}.service"])
+    if rc != 0 or not invocation.strip():
+        return ""
+    rc, out, _ = run(
+        module, ["journalctl", f"_SYSTEMD_INVOCATION_ID={invocation.strip()}", "--output=cat", "--no-pager"]
+    )
+    return cri_plugin_error(out) if rc == 0 else ""
+
+
+def cri_plugin_error(log):
+    """The error of containerd's last `failed to load plugin io.containerd.grpc.v1.cri` line, or ""."""
+    lines = [line for line in log.splitlines() if "failed to load plugin io.containerd.grpc.v1.cri" in line]
+    if not lines:
+        return ""
+    found = re.search(r'error="((?:[^"\\]|\\.)*)"', lines[-1])
+    return found.group(1).replace('\\"', '"') if found else lines[-1].strip()
+
+
 def started(module, params):
     for needed in ("binary", "config", "lock"):
         if not params[needed]:
@@ -226,11 +247,15 @@ def started(module, params):
         waiting = not_ready(info) if rc == 0 else [last_line(err, out)]
         if not waiting:
             break
-        if time.monotonic() >= deadline:
-            module.fail_json(
-                msg=f"Wait for the throwaway containerd's CRI runtime and network: not ready after"
-                f" {params['ready_timeout']:g} s ({', '.join(str(w) for w in waiting)})"
-            )
+        # systemd-run returned once containerd said it was ready, its plugins loaded: a
+        # CRI service missing then stays missing, and containerd's log says why.
+        cri_missing = "unknown service runtime." in err
+        if cri_missing or time.monotonic() >= deadline:
+            why = ", ".join(str(w) for w in waiting)
+            if cri_missing:
+                why = cri_load_error(module, params["unit"]) or why
+            state = "its CRI plugin did not load" if cri_missing else f"not ready after {params['ready_timeout']:g} s"
+            module.fail_json(msg=f"Wait for the throwaway containerd's CRI runtime and network: {state} ({why})")
         time.sleep(0.1)
     runtimes = handler_configs(info)
     missing = [h for h in params["handlers"] if h and h not in runtimes]

@@ -82,6 +82,11 @@ options:
 """
 
 RETURN = r"""
+cmd:
+  description: critest's argv as it ran (under flock, and the kubelet-duties script when asked).
+  type: list
+  elements: str
+  returned: always
 release: {description: "critest's release, such as v1.37.0 (unknown when it did not say).", type: str, returned: always}
 exit_status:
   description: critest's exit status (not rc, which Ansible takes for failure; failed specs are results).
@@ -191,11 +196,13 @@ def main():
         rc, version, err = run(module, [params["critest"], "--version"])
         if rc != 0:
             module.fail_json(msg=f"critest ({label}) --version exited {rc}: {why_no_report(version, err)}")
-        rc, out, err, timed_out = run_critest(critest_argv(params, scratch), params["timeout"])
+        argv = critest_argv(params, scratch)
+        rc, out, err, timed_out = run_critest(argv, params["timeout"])
         stdout, stderr = out.decode(errors="replace"), err.decode(errors="replace")
         junit = _read(f"{scratch}/{'junit_.xml' if params['v1alpha2'] else 'junit.xml'}")
         duties = _read(f"{scratch}/kubelet-duties.log")
         result = {
+            "cmd": argv,
             "release": release(version),
             "exit_status": rc,
             "stdout": stdout,

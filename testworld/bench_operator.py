@@ -2,6 +2,7 @@
 """Operator benchmarks: figures, not pass/fail. Prints Markdown for docs/benchmarks.md.
 
     python -m testworld.bench_operator [count]     (default 1000; from the checkout's root)
+    python -m testworld.bench_operator ready       (the apply -> Ready part alone)
 
 scale:   a throwaway control plane; the operator under its ServiceAccount;
          `count` Nodes and `count` RuntimeNodes with spec.suspend (validation
@@ -184,7 +185,8 @@ def scale(workdir: Path, count: int) -> list[str]:
 
 
 def ready(workdir: Path) -> list[str]:
-    host, rn = "criops-bench-operator", "bench"
+    # Its own host name beside other runs (the integration tests' prefix).
+    host, rn = f"{os.environ.get('CRIOPS_TEST_HOST_PREFIX', 'criops')}-bench-operator", "bench"
     local_host("down", host)
     assert local_host("up", host).returncode == 0
     plane = ControlPlane(workdir / "control-plane-ready").start()
@@ -233,11 +235,12 @@ def ready(workdir: Path) -> list[str]:
 
 
 def main() -> None:
-    count = int(sys.argv[1]) if len(sys.argv) > 1 else 1000
+    only_ready = sys.argv[1:] == ["ready"]
+    count = 1000 if only_ready or len(sys.argv) < 2 else int(sys.argv[1])
     workdir = ROOT / "artifacts" / "bench-operator"
     shutil.rmtree(workdir, ignore_errors=True)
     workdir.mkdir(parents=True)
-    rows = ready(workdir) + scale(workdir, count)
+    rows = ready(workdir) + ([] if only_ready else scale(workdir, count))
     print("| operator figure | value |\n| --- | ---: |")
     print("\n".join(rows))
 

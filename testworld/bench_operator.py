@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Operator benchmarks: figures, not pass/fail. Prints Markdown for docs/benchmarks.md.
 
-    python -m testworld.bench_operator [count]     (default 1000; from the checkout's root)
+    python -m testworld.bench_operator [count] [scale|ready]   (default 1000, both; from the checkout's root)
 
 scale:   a throwaway control plane; the operator under its ServiceAccount;
          `count` Nodes and `count` RuntimeNodes with spec.suspend (validation
@@ -184,7 +184,7 @@ def scale(workdir: Path, count: int) -> list[str]:
 
 
 def ready(workdir: Path) -> list[str]:
-    host, rn = "criops-bench-operator", "bench"
+    host, rn = f"{os.environ.get('CRIOPS_TEST_HOST_PREFIX', 'criops')}-bench-operator", "bench"
     local_host("down", host)
     assert local_host("up", host).returncode == 0
     plane = ControlPlane(workdir / "control-plane-ready").start()
@@ -234,10 +234,11 @@ def ready(workdir: Path) -> list[str]:
 
 def main() -> None:
     count = int(sys.argv[1]) if len(sys.argv) > 1 else 1000
+    parts = sys.argv[2:] or ["ready", "scale"]
     workdir = ROOT / "artifacts" / "bench-operator"
     shutil.rmtree(workdir, ignore_errors=True)
     workdir.mkdir(parents=True)
-    rows = ready(workdir) + scale(workdir, count)
+    rows = (ready(workdir) if "ready" in parts else []) + (scale(workdir, count) if "scale" in parts else [])
     print("| operator figure | value |\n| --- | ---: |")
     print("\n".join(rows))
 

@@ -4,8 +4,9 @@ Run with: kopf run --standalone --all-namespaces -m criops.handlers
 (`operator/` on PYTHONPATH; see operator/manifests/deployment.yaml).
 
 Process state (settings, the reconciler and its playbook pool, the per-object
-locks, the generations finished) is created by the startup handler and kept in
-kopf's memo; the cleanup handler shuts the pools when the operator stops.
+locks, the generations finished, the probe loop) is created by the startup
+handler and kept in kopf's memo; the cleanup handler stops the probe loop and
+shuts the pools when the operator stops.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import defaultdict
+from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -21,13 +23,16 @@ from typing import Any
 import aiohttp
 import kopf
 
-from . import role_variables
+from . import probing, role_variables
 from .api import DIFFBASE_KEY, DIFFBASE_PREFIX, FINALIZER, GROUP, PLURAL, VERSION
 from .core.spec import SpecError
 from .core.verdicts import probe_due, validated_generation
+from .kube import client
 from .reconcile import Reconciler, TransientError
 from .report import EventPoster, StatusWriter
 from .settings import Settings
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -38,25 +43,31 @@ class OperatorState:
     reconciler: Reconciler
     events: EventPoster
     api_threads: ThreadPoolExecutor
-    # One lock per RuntimeNode: a spec handler and the probe timer never run a
+    # Starts the light probes that are due (set once the state exists).
+    prober: probing.ProbeLoop | None = None
+    # One lock per RuntimeNode: a spec handler and the probe loop never run a
     # playbook for the same node at the same time.
     locks: defaultdict[str, asyncio.Lock] = field(default_factory=lambda: defaultdict(asyncio.Lock))
     # Generations handled by this process (kopf may call create and resume
     # handlers in one cycle with the same, older body).
     finished_generations: dict[str, int] = field(default_factory=dict)
 
-    def writer(self, body: kopf.Body, name: str, generation: int, status: kopf.Status) -> StatusWriter:
+    def writer(self, meta: Mapping[str, Any], name: str, generation: int, status: Mapping[str, Any]) -> StatusWriter:
         current = {k: v for k, v in dict(status).items() if k != "kopf"}
-        return StatusWriter(name, generation, current, self.events.poster(dict(body.metadata)))
+        return StatusWriter(name, generation, current, self.events.poster(dict(meta)))
+
+    def busy(self, uid: str) -> bool:
+        """Whether a kopf handler runs a step for this RuntimeNode now."""
+        lock = self.locks.get(uid)
+        return lock is not None and lock.locked()
 
     def forget(self, uid: str) -> None:
         self.locks.pop(uid, None)
         self.finished_generations.pop(uid, None)
 
 
-# The timer's interval is fixed when this module is imported, so it is read here;
-# every other setting is read again at startup, into the memo.
-PROBE_TICK = Settings.from_env().probe_tick
+# The probe schedule: kopf's index of RuntimeNodes whose probe can become due.
+PROBE_INDEX = "probe_schedule"
 
 
 def state_of(memo: kopf.Memo) -> OperatorState:
@@ -64,7 +75,7 @@ def state_of(memo: kopf.Memo) -> OperatorState:
 
 
 @kopf.on.startup()
-async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
+async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **kwargs: Any) -> None:
     ours = Settings.from_env()
     settings.persistence.finalizer = FINALIZER
     settings.persistence.progress_storage = kopf.StatusProgressStorage()
@@ -91,12 +102,19 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     # runs have their own pool (ansible_run.PlaybookPool).
     api_threads = ThreadPoolExecutor(ours.api_threads, "criops-api")
     asyncio.get_running_loop().set_default_executor(api_threads)
-    memo["criops"] = OperatorState(
+    state = OperatorState(
         settings=ours,
         reconciler=Reconciler(ours, role_variables.load(ours.project_dir)),
         events=EventPoster(ours.namespace),
         api_threads=api_threads,
     )
+    # One loop probes every RuntimeNode whose interval is due (see criops.probing);
+    # kopf fills the index from its watch, the first listing before any handler runs.
+    state.prober = probing.ProbeLoop(
+        kwargs[PROBE_INDEX], ours.probe_tick, lambda uid, name: probe(state, uid, name), state.busy
+    )
+    state.prober.start()
+    memo["criops"] = state
 
 
 @kopf.on.login()
@@ -130,16 +148,17 @@ async def shut_down(memo: kopf.Memo, logger: kopf.Logger, **_: Any) -> None:
     state = memo.get("criops")
     if state is None:
         return
+    if state.prober is not None:
+        await state.prober.stop()
     state.reconciler.close()
     state.api_threads.shutdown(wait=False, cancel_futures=True)
-    logger.info("playbook and API thread pools shut")
+    logger.info("probe loop stopped, playbook and API thread pools shut")
 
 
 @kopf.on.resume(GROUP, VERSION, PLURAL)
 @kopf.on.create(GROUP, VERSION, PLURAL)
 @kopf.on.update(GROUP, VERSION, PLURAL, field="spec")
 async def reconcile(
-    body: kopf.Body,
     spec: kopf.Spec,
     status: kopf.Status,
     meta: kopf.Meta,
@@ -153,7 +172,7 @@ async def reconcile(
     state = state_of(memo)
     generation = int(meta["generation"])
     async with state.locks[uid]:
-        writer = state.writer(body, name, generation, status)
+        writer = state.writer(meta, name, generation, status)
         if state.finished_generations.get(uid) == generation or validated_generation(writer.status) == generation:
             logger.info("generation %s already validated: nothing to do", generation)
             state.finished_generations[uid] = generation
@@ -165,35 +184,40 @@ async def reconcile(
         state.finished_generations[uid] = generation
 
 
-@kopf.timer(GROUP, VERSION, PLURAL, interval=PROBE_TICK, initial_delay=PROBE_TICK)
-async def probe(
-    body: kopf.Body,
-    spec: kopf.Spec,
-    status: kopf.Status,
-    meta: kopf.Meta,
-    name: str,
-    uid: str,
-    memo: kopf.Memo,
-    logger: kopf.Logger,
-    **_: Any,
-) -> None:
-    """The light probe (CRI Version/Status + smoke pod) once per spec.validation.interval."""
-    state = state_of(memo)
+@kopf.index(GROUP, VERSION, PLURAL, id=PROBE_INDEX)
+def probe_schedule(body: kopf.Body, **_: Any) -> dict[str, probing.Due]:
+    """uid -> (name, when the probe is due), only for RuntimeNodes whose proof holds."""
+    return probing.schedule(body)
+
+
+async def probe(state: OperatorState, uid: str, name: str) -> None:
+    """The light probe (CRI Version/Status + smoke pod), started by the probe loop when
+    the schedule says it is due: decided again on the RuntimeNode as the API has it now."""
     lock = state.locks[uid]
-    if lock.locked() or spec.get("suspend"):
-        return
-    generation = int(meta["generation"])
-    try:
-        target = state.reconciler.check(dict(spec))
-    except SpecError:
-        return  # reported by the spec handler
-    if not probe_due(dict(status), generation, target.validation.interval_seconds, datetime.now(UTC)):
-        return
+    if lock.locked():
+        return  # a spec handler runs for it; the next tick looks again
     async with lock:
+        body = await client.read_runtime_node(name)
+        meta = (body or {}).get("metadata") or {}
+        gone = body is None or meta.get("uid") != uid
+        if gone or meta.get("deletionTimestamp"):
+            if gone:  # (or gone and made anew): nothing of it is kept
+                state.forget(uid)
+            return
+        spec, status = body.get("spec") or {}, body.get("status") or {}
+        if spec.get("suspend"):
+            return
+        generation = int(meta["generation"])
         try:
-            await state.reconciler.probe(state.writer(body, name, generation, status), target)
+            target = state.reconciler.check(spec)
+        except SpecError:
+            return  # reported by the spec handler
+        if not probe_due(status, generation, target.validation.interval_seconds, datetime.now(UTC)):
+            return
+        try:
+            await state.reconciler.probe(state.writer(meta, name, generation, status), target)
         except TransientError as error:
-            logger.warning("probe of %s postponed: %s", name, error)
+            log.warning("probe of %s postponed: %s", name, error)
 
 
 @kopf.on.delete(GROUP, VERSION, PLURAL)

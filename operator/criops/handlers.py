@@ -83,7 +83,7 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **kwargs: 
     # criops posts its own Events, into its own namespace (RBAC allows nothing
     # else); kopf's handler chatter stays in the log.
     settings.posting.enabled = False
-    # Every timer tick would log a success line; criops logs each run it starts.
+    # Every handler call (index included) would log a success line; criops logs each run it starts.
     logging.getLogger("kopf.objects").setLevel(logging.WARNING)
     settings.networking.connect_timeout = 10
     # kopf retries failed API calls (its watch stream too) with these pauses,

@@ -43,6 +43,8 @@ class OperatorState:
     reconciler: Reconciler
     events: EventPoster
     api_threads: ThreadPoolExecutor
+    # uid -> (name, when its light probe is due), for RuntimeNodes whose proof holds.
+    schedule: dict[str, probing.Due] = field(default_factory=dict)
     # Starts the light probes that are due (set once the state exists).
     prober: probing.ProbeLoop | None = None
     # One lock per RuntimeNode: a spec handler and the probe loop never run a
@@ -64,10 +66,7 @@ class OperatorState:
     def forget(self, uid: str) -> None:
         self.locks.pop(uid, None)
         self.finished_generations.pop(uid, None)
-
-
-# The probe schedule: kopf's index of RuntimeNodes whose probe can become due.
-PROBE_INDEX = "probe_schedule"
+        self.schedule.pop(uid, None)
 
 
 def state_of(memo: kopf.Memo) -> OperatorState:
@@ -75,7 +74,7 @@ def state_of(memo: kopf.Memo) -> OperatorState:
 
 
 @kopf.on.startup()
-async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **kwargs: Any) -> None:
+async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
     ours = Settings.from_env()
     settings.persistence.finalizer = FINALIZER
     settings.persistence.progress_storage = kopf.StatusProgressStorage()
@@ -109,9 +108,9 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **kwargs: 
         api_threads=api_threads,
     )
     # One loop probes every RuntimeNode whose interval is due (see criops.probing);
-    # kopf fills the index from its watch, the first listing before any handler runs.
+    # the schedule follows kopf's watch (probe_schedule).
     state.prober = probing.ProbeLoop(
-        kwargs[PROBE_INDEX], ours.probe_tick, lambda uid, name: probe(state, uid, name), state.busy
+        state.schedule, ours.probe_tick, lambda uid, name: probe(state, uid, name), state.busy
     )
     state.prober.start()
     memo["criops"] = state
@@ -184,10 +183,18 @@ async def reconcile(
         state.finished_generations[uid] = generation
 
 
-@kopf.index(GROUP, VERSION, PLURAL, id=PROBE_INDEX)
-def probe_schedule(body: kopf.Body, **_: Any) -> dict[str, probing.Due]:
-    """uid -> (name, when the probe is due), only for RuntimeNodes whose proof holds."""
-    return probing.schedule(body)
+@kopf.on.event(GROUP, VERSION, PLURAL)
+async def probe_schedule(type: str | None, body: kopf.Body, uid: str, memo: kopf.Memo, **_: Any) -> None:
+    """Keep the schedule's entry of this RuntimeNode as its last watch event says: (name, when
+    the probe is due) while its proof holds, none otherwise or once it is deleted.
+
+    An event handler, not a kopf index: kopf holds every handler of a restarted operator
+    until all objects are indexed, waking each waiting one per object indexed (5.8 CPU
+    seconds instead of 1.6 for a restart with 1000 RuntimeNodes)."""
+    schedule = state_of(memo).schedule
+    schedule.pop(uid, None)
+    if type != "DELETED":
+        schedule.update(probing.schedule(body))
 
 
 async def probe(state: OperatorState, uid: str, name: str) -> None:

@@ -2,9 +2,9 @@
 
 A kopf timer per RuntimeNode kept that object's last body (decoded JSON) and a
 task, a stopper and a queue per object, also for RuntimeNodes that never probe
-(suspended, failed, not proven yet): at 1000 RuntimeNodes about 30 MiB. Now
-kopf's index ``probe_schedule`` (criops.handlers) keeps, per RuntimeNode whose
-proof holds, its name and when its probe is due (``schedule``), and one task
+(suspended, failed, not proven yet). Now the operator keeps, per RuntimeNode
+whose proof holds, its name and when its probe is due (``schedule``, updated
+from kopf's watch events by criops.handlers.probe_schedule), and one task
 (``ProbeLoop``) wakes every ``CRIOPS_PROBE_TICK`` seconds and starts the probes
 that are due. Each probe reads its RuntimeNode anew with a GET and decides again
 with the object as it is then (criops.handlers.probe).
@@ -25,14 +25,14 @@ log = logging.getLogger(__name__)
 
 
 class Due(NamedTuple):
-    """A RuntimeNode's entry in the probe schedule (the index keeps only this)."""
+    """A RuntimeNode's entry in the probe schedule (only this is kept)."""
 
     name: str
     at: float  # seconds since the epoch
 
 
 def schedule(body: Mapping[str, Any]) -> dict[str, Due]:
-    """The index entry of one RuntimeNode: {uid: Due} while a probe can become due
+    """The schedule's entry of one RuntimeNode: {uid: Due} while a probe can become due
     (this generation's proof holds, not suspended, not being deleted), else {}.
     An invalid interval is the spec handler's to report: no entry."""
     meta = body.get("metadata") or {}
@@ -59,13 +59,11 @@ Probe = Callable[[str, str], Awaitable[None]]
 
 class ProbeLoop:
     """Every `tick` seconds, starts `probe(uid, name)` for each due RuntimeNode of
-    the index (uid -> its Due entries) that `busy` does not hold and whose last
-    probe is not still running. Playbook runs stay bounded by the playbook pool."""
+    the schedule (uid -> Due) that `busy` does not hold and whose last probe is
+    not still running. Playbook runs stay bounded by the playbook pool."""
 
-    def __init__(
-        self, index: Mapping[str, Iterable[Due]], tick: float, probe: Probe, busy: Callable[[str], bool]
-    ) -> None:
-        self.index, self.tick, self.probe, self.busy = index, tick, probe, busy
+    def __init__(self, schedule: Mapping[str, Due], tick: float, probe: Probe, busy: Callable[[str], bool]) -> None:
+        self.schedule, self.tick, self.probe, self.busy = schedule, tick, probe, busy
         self.running: dict[str, asyncio.Task[None]] = {}
         self._loop: asyncio.Task[None] | None = None
 
@@ -78,13 +76,11 @@ class ProbeLoop:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
 
-    def entries(self) -> list[tuple[str, Due]]:
-        return [(uid, due) for uid in list(self.index) for due in self.index.get(uid, ())]
-
     def start_due(self, now: float) -> list[str]:
         """Start the probes due at `now`; the uids started."""
         started = []
-        for uid, name in due_now(self.entries(), now, lambda uid: uid in self.running or self.busy(uid)):
+        entries = list(self.schedule.items())
+        for uid, name in due_now(entries, now, lambda uid: uid in self.running or self.busy(uid)):
             task = asyncio.create_task(self._probe(uid, name), name=f"criops-probe-{name}")
             self.running[uid] = task
             task.add_done_callback(lambda _, uid=uid: self.running.pop(uid, None))

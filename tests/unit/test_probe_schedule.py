@@ -64,8 +64,8 @@ def test_the_loop_starts_a_due_probe_once_until_it_ends():
             calls.append((uid, name))
             await release.wait()
 
-        index = {"a": [Due("a", 0.0)], "b": [Due("b", 10**12)], "held": [Due("held", 0.0)]}
-        loop = ProbeLoop(index, 3600, probe, busy=lambda uid: uid == "held")
+        schedule = {"a": Due("a", 0.0), "b": Due("b", 10**12), "held": Due("held", 0.0)}
+        loop = ProbeLoop(schedule, 3600, probe, busy=lambda uid: uid == "held")
         assert loop.start_due(1000.0) == ["a"]
         await asyncio.sleep(0)
         assert loop.start_due(1000.0) == []  # still running
@@ -86,7 +86,7 @@ def test_a_failing_probe_does_not_stop_the_loop():
         async def probe(uid: str, name: str) -> None:
             raise RuntimeError("API server said no")
 
-        loop = ProbeLoop({"a": [Due("a", 0.0)]}, 0.01, probe, busy=lambda uid: False)
+        loop = ProbeLoop({"a": Due("a", 0.0)}, 0.01, probe, busy=lambda uid: False)
         loop.start()
         await asyncio.sleep(0.1)
         assert loop._loop is not None and not loop._loop.done()

@@ -82,7 +82,8 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     # criops posts its own Events, into its own namespace (RBAC allows nothing
     # else); kopf's handler chatter stays in the log.
     settings.posting.enabled = False
-    # Every handler call (index included) would log a success line; criops logs each run it starts.
+    # Every handler call (the schedule's, on every event, too) would log a success line;
+    # criops logs each run it starts.
     logging.getLogger("kopf.objects").setLevel(logging.WARNING)
     settings.networking.connect_timeout = 10
     # kopf retries failed API calls (its watch stream too) with these pauses,
@@ -206,11 +207,11 @@ async def probe(state: OperatorState, uid: str, name: str) -> None:
     async with lock:
         body = await client.read_runtime_node(name)
         meta = (body or {}).get("metadata") or {}
-        gone = body is None or meta.get("uid") != uid
-        if gone or meta.get("deletionTimestamp"):
-            if gone:  # (or gone and made anew): nothing of it is kept
-                state.forget(uid)
+        if body is None or meta.get("uid") != uid:
+            state.forget(uid)  # gone (or gone and made anew): nothing of it is kept
             return
+        if meta.get("deletionTimestamp"):
+            return  # the delete handler's now
         spec, status = body.get("spec") or {}, body.get("status") or {}
         if spec.get("suspend"):
             return

@@ -1,8 +1,7 @@
 #!/usr/bin/env python3
 """Operator benchmarks: figures, not pass/fail. Prints Markdown for docs/benchmarks.md.
 
-    python -m testworld.bench_operator [count]     (default 1000; from the checkout's root)
-    python -m testworld.bench_operator ready       (the apply -> Ready part alone)
+    python -m testworld.bench_operator [count] [scale|ready]   (default 1000, both; from the checkout's root)
 
 scale:   a throwaway control plane; the operator under its ServiceAccount;
          `count` Nodes and `count` RuntimeNodes with spec.suspend (validation
@@ -235,12 +234,13 @@ def ready(workdir: Path) -> list[str]:
 
 
 def main() -> None:
-    only_ready = sys.argv[1:] == ["ready"]
-    count = 1000 if only_ready or len(sys.argv) < 2 else int(sys.argv[1])
+    args = sys.argv[1:]
+    count = next((int(arg) for arg in args if arg.isdigit()), 1000)
+    parts = [arg for arg in args if not arg.isdigit()] or ["ready", "scale"]
     workdir = ROOT / "artifacts" / "bench-operator"
     shutil.rmtree(workdir, ignore_errors=True)
     workdir.mkdir(parents=True)
-    rows = ready(workdir) + ([] if only_ready else scale(workdir, count))
+    rows = (ready(workdir) if "ready" in parts else []) + (scale(workdir, count) if "scale" in parts else [])
     print("| operator figure | value |\n| --- | ---: |")
     print("\n".join(rows))
 

@@ -4,8 +4,9 @@ Run with: kopf run --standalone --all-namespaces -m criops.handlers
 (`operator/` on PYTHONPATH; see operator/manifests/deployment.yaml).
 
 Process state (settings, the reconciler and its playbook pool, the per-object
-locks, the generations finished) is created by the startup handler and kept in
-kopf's memo; the cleanup handler shuts the pools when the operator stops.
+locks, the generations finished, the probe loop) is created by the startup
+handler and kept in kopf's memo; the cleanup handler stops the probe loop and
+shuts the pools when the operator stops.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import defaultdict
+from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -21,13 +23,16 @@ from typing import Any
 import aiohttp
 import kopf
 
-from . import role_variables
+from . import probing, role_variables
 from .api import DIFFBASE_KEY, DIFFBASE_PREFIX, FINALIZER, GROUP, PLURAL, VERSION
 from .core.spec import SpecError
 from .core.verdicts import probe_due, validated_generation
+from .kube import client
 from .reconcile import Reconciler, TransientError
 from .report import EventPoster, StatusWriter
 from .settings import Settings
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -38,25 +43,30 @@ class OperatorState:
     reconciler: Reconciler
     events: EventPoster
     api_threads: ThreadPoolExecutor
-    # One lock per RuntimeNode: a spec handler and the probe timer never run a
+    # uid -> (name, when its light probe is due), for RuntimeNodes whose proof holds.
+    schedule: dict[str, probing.Due] = field(default_factory=dict)
+    # Starts the light probes that are due (set once the state exists).
+    prober: probing.ProbeLoop | None = None
+    # One lock per RuntimeNode: a spec handler and the probe loop never run a
     # playbook for the same node at the same time.
     locks: defaultdict[str, asyncio.Lock] = field(default_factory=lambda: defaultdict(asyncio.Lock))
     # Generations handled by this process (kopf may call create and resume
     # handlers in one cycle with the same, older body).
     finished_generations: dict[str, int] = field(default_factory=dict)
 
-    def writer(self, body: kopf.Body, name: str, generation: int, status: kopf.Status) -> StatusWriter:
+    def writer(self, meta: Mapping[str, Any], name: str, generation: int, status: Mapping[str, Any]) -> StatusWriter:
         current = {k: v for k, v in dict(status).items() if k != "kopf"}
-        return StatusWriter(name, generation, current, self.events.poster(dict(body.metadata)))
+        return StatusWriter(name, generation, current, self.events.poster(dict(meta)))
+
+    def busy(self, uid: str) -> bool:
+        """Whether a kopf handler runs a step for this RuntimeNode now."""
+        lock = self.locks.get(uid)
+        return lock is not None and lock.locked()
 
     def forget(self, uid: str) -> None:
         self.locks.pop(uid, None)
         self.finished_generations.pop(uid, None)
-
-
-# The timer's interval is fixed when this module is imported, so it is read here;
-# every other setting is read again at startup, into the memo.
-PROBE_TICK = Settings.from_env().probe_tick
+        self.schedule.pop(uid, None)
 
 
 def state_of(memo: kopf.Memo) -> OperatorState:
@@ -72,7 +82,8 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     # criops posts its own Events, into its own namespace (RBAC allows nothing
     # else); kopf's handler chatter stays in the log.
     settings.posting.enabled = False
-    # Every timer tick would log a success line; criops logs each run it starts.
+    # Every handler call (the schedule's, on every event, too) would log a success line;
+    # criops logs each run it starts.
     logging.getLogger("kopf.objects").setLevel(logging.WARNING)
     settings.networking.connect_timeout = 10
     # kopf retries failed API calls (its watch stream too) with these pauses,
@@ -91,12 +102,19 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     # runs have their own pool (ansible_run.PlaybookPool).
     api_threads = ThreadPoolExecutor(ours.api_threads, "criops-api")
     asyncio.get_running_loop().set_default_executor(api_threads)
-    memo["criops"] = OperatorState(
+    state = OperatorState(
         settings=ours,
         reconciler=Reconciler(ours, role_variables.load(ours.project_dir)),
         events=EventPoster(ours.namespace),
         api_threads=api_threads,
     )
+    # One loop probes every RuntimeNode whose interval is due (see criops.probing);
+    # the schedule follows kopf's watch (probe_schedule).
+    state.prober = probing.ProbeLoop(
+        state.schedule, ours.probe_tick, lambda uid, name: probe(state, uid, name), state.busy
+    )
+    state.prober.start()
+    memo["criops"] = state
 
 
 @kopf.on.login()
@@ -130,16 +148,17 @@ async def shut_down(memo: kopf.Memo, logger: kopf.Logger, **_: Any) -> None:
     state = memo.get("criops")
     if state is None:
         return
+    if state.prober is not None:
+        await state.prober.stop()
     state.reconciler.close()
     state.api_threads.shutdown(wait=False, cancel_futures=True)
-    logger.info("playbook and API thread pools shut")
+    logger.info("probe loop stopped, playbook and API thread pools shut")
 
 
 @kopf.on.resume(GROUP, VERSION, PLURAL)
 @kopf.on.create(GROUP, VERSION, PLURAL)
 @kopf.on.update(GROUP, VERSION, PLURAL, field="spec")
 async def reconcile(
-    body: kopf.Body,
     spec: kopf.Spec,
     status: kopf.Status,
     meta: kopf.Meta,
@@ -153,7 +172,7 @@ async def reconcile(
     state = state_of(memo)
     generation = int(meta["generation"])
     async with state.locks[uid]:
-        writer = state.writer(body, name, generation, status)
+        writer = state.writer(meta, name, generation, status)
         if state.finished_generations.get(uid) == generation or validated_generation(writer.status) == generation:
             logger.info("generation %s already validated: nothing to do", generation)
             state.finished_generations[uid] = generation
@@ -165,35 +184,48 @@ async def reconcile(
         state.finished_generations[uid] = generation
 
 
-@kopf.timer(GROUP, VERSION, PLURAL, interval=PROBE_TICK, initial_delay=PROBE_TICK)
-async def probe(
-    body: kopf.Body,
-    spec: kopf.Spec,
-    status: kopf.Status,
-    meta: kopf.Meta,
-    name: str,
-    uid: str,
-    memo: kopf.Memo,
-    logger: kopf.Logger,
-    **_: Any,
-) -> None:
-    """The light probe (CRI Version/Status + smoke pod) once per spec.validation.interval."""
-    state = state_of(memo)
+@kopf.on.event(GROUP, VERSION, PLURAL)
+async def probe_schedule(type: str | None, body: kopf.Body, uid: str, memo: kopf.Memo, **_: Any) -> None:
+    """Keep the schedule's entry of this RuntimeNode as its last watch event says: (name, when
+    the probe is due) while its proof holds, none otherwise or once it is deleted.
+
+    An event handler, not a kopf index: kopf holds every handler of a restarted operator
+    until all objects are indexed, waking each waiting one per object indexed (5.8 CPU
+    seconds instead of 1.6 for a restart with 1000 RuntimeNodes)."""
+    schedule = state_of(memo).schedule
+    schedule.pop(uid, None)
+    if type != "DELETED":
+        schedule.update(probing.schedule(body))
+
+
+async def probe(state: OperatorState, uid: str, name: str) -> None:
+    """The light probe (CRI Version/Status + smoke pod), started by the probe loop when
+    the schedule says it is due: decided again on the RuntimeNode as the API has it now."""
     lock = state.locks[uid]
-    if lock.locked() or spec.get("suspend"):
-        return
-    generation = int(meta["generation"])
-    try:
-        target = state.reconciler.check(dict(spec))
-    except SpecError:
-        return  # reported by the spec handler
-    if not probe_due(dict(status), generation, target.validation.interval_seconds, datetime.now(UTC)):
-        return
+    if lock.locked():
+        return  # a spec handler runs for it; the next tick looks again
     async with lock:
+        body = await client.read_runtime_node(name)
+        meta = (body or {}).get("metadata") or {}
+        if body is None or meta.get("uid") != uid:
+            state.forget(uid)  # gone (or gone and made anew): nothing of it is kept
+            return
+        if meta.get("deletionTimestamp"):
+            return  # the delete handler's now
+        spec, status = body.get("spec") or {}, body.get("status") or {}
+        if spec.get("suspend"):
+            return
+        generation = int(meta["generation"])
         try:
-            await state.reconciler.probe(state.writer(body, name, generation, status), target)
+            target = state.reconciler.check(spec)
+        except SpecError:
+            return  # reported by the spec handler
+        if not probe_due(status, generation, target.validation.interval_seconds, datetime.now(UTC)):
+            return
+        try:
+            await state.reconciler.probe(state.writer(meta, name, generation, status), target)
         except TransientError as error:
-            logger.warning("probe of %s postponed: %s", name, error)
+            log.warning("probe of %s postponed: %s", name, error)
 
 
 @kopf.on.delete(GROUP, VERSION, PLURAL)

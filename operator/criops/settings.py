@@ -36,7 +36,7 @@ class Settings:
     api_threads: int
     # Connections kopf keeps to the API server (watches and patches).
     api_connections: int
-    # How often the probe timer wakes up to see whose interval is due (seconds).
+    # How often the probe loop wakes up to see whose interval is due (seconds).
     probe_tick: int
     # Runs kept per RuntimeNode for inspection.
     runs_kept: int

@@ -141,9 +141,10 @@ def _access(spec: dict[str, Any]) -> Access:
     return Access(connection, host, port, user, secret)
 
 
-def _validation(spec: dict[str, Any]) -> Validation:
+def validation_interval(spec: Mapping[str, Any]) -> int:
+    """spec.validation.interval in seconds (30 s - 24 h): how often the light probe runs."""
     raw = spec.get("validation") or {}
-    if not isinstance(raw, dict):
+    if not isinstance(raw, Mapping):
         raise SpecError("validation", "expected an object")
     try:
         interval = parse_duration(raw.get("interval", "5m"))
@@ -151,6 +152,12 @@ def _validation(spec: dict[str, Any]) -> Validation:
         raise SpecError("validation.interval", str(error)) from None
     if not 30 <= interval <= 86400:
         raise SpecError("validation.interval", "expected between 30s and 24h")
+    return interval
+
+
+def _validation(spec: dict[str, Any]) -> Validation:
+    interval = validation_interval(spec)
+    raw = spec.get("validation") or {}
     parallel = raw.get("parallel", 1)
     if not isinstance(parallel, int) or not 1 <= parallel <= 8:
         raise SpecError("validation.parallel", f"expected 1-8, got {parallel!r}")

@@ -8,7 +8,8 @@ these sets, so a reason added to one cannot be forgotten in another.
 
 from __future__ import annotations
 
-from datetime import datetime
+from collections.abc import Mapping
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
@@ -70,23 +71,29 @@ def validated_generation(status: dict[str, Any]) -> int | None:
     return validated.get("observedGeneration")
 
 
-def probe_due(status: dict[str, Any], generation: int, interval: int, at: datetime) -> bool:
-    """Whether the light probe should run: the proof held for this generation and the interval passed."""
+def probe_due_at(status: Mapping[str, Any], generation: int, interval: int) -> datetime | None:
+    """When the light probe is due: the interval after the last probe (or validation)
+    while this generation's proof holds; None while it does not (nothing to probe)."""
     conditions = status.get("conditions") or []
     validated = find(conditions, "Validated")
     if validated is None or validated.get("observedGeneration") != generation:
-        return False
+        return None
     if validated.get("reason") not in PROVEN:
-        return False
+        return None
     labeled = find(conditions, "NodeLabeled")
     if (
         labeled
         and labeled.get("reason") == Reason.NODE_UPDATE_REFUSED
         and labeled.get("observedGeneration") == generation
     ):
-        return False  # The Node update was refused for good: a spec or policy change comes first.
+        return None  # The Node update was refused for good: a spec or policy change comes first.
     last = status.get("lastProbed") or status.get("lastValidated")
     if not last:
-        return True
-    elapsed = (at - datetime.fromisoformat(last.replace("Z", "+00:00"))).total_seconds()
-    return elapsed >= interval
+        return datetime.min.replace(tzinfo=UTC)
+    return datetime.fromisoformat(last.replace("Z", "+00:00")) + timedelta(seconds=interval)
+
+
+def probe_due(status: Mapping[str, Any], generation: int, interval: int, at: datetime) -> bool:
+    """Whether the light probe should run: the proof held for this generation and the interval passed."""
+    due = probe_due_at(status, generation, interval)
+    return due is not None and at >= due

@@ -261,3 +261,20 @@ async def list_runtime_nodes() -> list[dict[str, Any]]:
         return raw(listed).get("items", [])
 
     return await asyncio.to_thread(call)
+
+
+async def read_runtime_node(name: str) -> dict[str, Any] | None:
+    """One RuntimeNode as the API server has it now; None when it is gone."""
+
+    def call() -> dict[str, Any] | None:
+        try:
+            found = custom().get_cluster_custom_object(
+                GROUP, VERSION, PLURAL, name, _preload_content=False, _request_timeout=REQUEST_TIMEOUT
+            )
+        except ApiException as error:
+            if error.status == 404:
+                return None
+            raise
+        return raw(found)
+
+    return await asyncio.to_thread(call)

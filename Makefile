@@ -34,15 +34,13 @@ integration:
 
 # singularity_cri on Debian 13 only: tests/integration/test_singularity_cri.py
 # proves the role on Debian 12 (install, idempotence, pods, critest, reset).
-# molecule/virtlet is not run here yet: under molecule's podman driver a
-# virtlet host loses its own name=systemd cgroup once VMs ran (docs/virtlet.md);
-# tests/integration/test_virtlet.py proves the role on a hack/local-host.sh host.
 molecule:
 	$(VENV)/molecule test -s containerd
 	@if hack/legacy-runtimes.sh --mirror >/dev/null; then \
-	  $(VENV)/molecule test -s singularity_cri --platform-name criops-singularity-cri-debian13; \
+	  $(VENV)/molecule test -s singularity_cri --platform-name criops-singularity-cri-debian13 && \
+	  $(VENV)/molecule test -s virtlet; \
 	else \
-	  echo "molecule singularity_cri skipped: no source mirror for the legacy runtimes (docs/legacy-builds.md)"; \
+	  echo "molecule singularity_cri and virtlet skipped: no source mirror for the legacy runtimes (docs/legacy-builds.md)"; \
 	fi
 
 ## The whole critest v1.13 suite against virtlet on a fresh test host (11-15 min

@@ -4,7 +4,7 @@
 # recipe changes (its hash is stored as an image label).
 . "$(dirname "$0")/lib.sh"
 
-recipe=$(recipe_hash "$0" "$CRIOPS_ROOT/hack/lib.sh")
+recipe=$(recipe_hash "$0" "$CRIOPS_ROOT/hack/lib.sh" "$CRIOPS_ROOT/hack/test-host-init")
 # What a freshly installed cloud node has, plus python3-apt so Ansible's apt
 # module need not install it on every test run.
 packages=systemd,systemd-sysv,dbus,python3,python3-apt,ca-certificates,iproute2,procps,kmod,openssh-server,sudo
@@ -24,7 +24,8 @@ build_one() {
   rm -rf "$root"/var/cache/apt/archives/*.deb "$root"/var/lib/apt/lists/*
   touch -d '2000-01-01' "$root/var/lib/apt/lists"
   : >"$root/etc/machine-id"
-  import_rootfs "$root" "$image" "$recipe" --change 'CMD ["/sbin/init"]' --change 'STOPSIGNAL SIGRTMIN+3'
+  install -m 0755 "$CRIOPS_ROOT/hack/test-host-init" "$root/usr/local/sbin/test-host-init"
+  import_rootfs "$root" "$image" "$recipe" --change 'CMD ["/usr/local/sbin/test-host-init"]' --change 'STOPSIGNAL SIGRTMIN+3'
 }
 
 for suite in $TEST_HOST_SUITES; do build_one "$suite"; done

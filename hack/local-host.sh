@@ -33,7 +33,7 @@ case "${1:-up}" in
         --network slirp4netns:allow_host_loopback=true \
         --publish "127.0.0.1:$ssh_port:22" --publish 127.0.0.1::10250 \
         --volume "$key.pub:/root/.ssh/authorized_keys:ro" \
-        "localhost/criops-test-host:$suite" /sbin/init >/dev/null
+        "localhost/criops-test-host:$suite" /usr/local/sbin/test-host-init >/dev/null
     fi
     ssh_port=$(podman port "$name" 22/tcp | head -1 | sed 's/.*://')
     for _ in $(seq 1 30); do
@@ -48,9 +48,8 @@ case "${1:-up}" in
     die "$name did not finish booting or answer SSH on 127.0.0.1:$ssh_port (systemd state: ${state:-unknown})"
     ;;
   down)
-    # -t 0: kill, do not let the host's systemd shut down. On hybrid cgroup v1
-    # hosts its shutdown empties the shared name=systemd hierarchy, which breaks
-    # `podman exec` in every other running test host (criops-local, molecule).
+    # -t 0: kill; a disposable host has nothing to save, and a clean shutdown
+    # only costs time.
     podman rm -f -t 0 "$name" >/dev/null 2>&1 || true
     ;;
   *) die "usage: $0 up [suite] | down" ;;

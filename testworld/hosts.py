@@ -29,6 +29,22 @@ REPO = Path(__file__).resolve().parents[1]
 LOCAL_INVENTORY = REPO / "inventory" / "local"
 PLAYBOOK_TIMEOUT = 900
 
+# What a privileged test host could change on the machine whose kernel it shares:
+# kernel settings that are not namespaced (a kubelet writes the first three, checks
+# the rest), cgroups at the top of any hierarchy, and a kubelet's default flex volume
+# directory (kube-controller-manager makes it too when not pointed elsewhere).
+MACHINE_SYSCTLS = (
+    "vm/overcommit_memory",
+    "kernel/panic",
+    "kernel/panic_on_oops",
+    "vm/panic_on_oom",
+    "kernel/keys/root_maxkeys",
+    "kernel/keys/root_maxbytes",
+)
+FLEX_DIR = Path("/usr/libexec/kubernetes")
+# podman's own parent of every container's cgroups: made by the first container started.
+PODMAN_CGROUP_PARENT = "libpod_parent"
+
 # What site.yml may change on a node: the fingerprint a failed preflight must leave alone.
 # Files whose rewrite need not change their size or listing are hashed; a missing
 # path is part of the fingerprint too (its error is recorded).
@@ -256,3 +272,19 @@ def hack_script(name: str, timeout: int = 1800) -> str:
     built = subprocess.run([str(REPO / "hack" / name)], capture_output=True, text=True, timeout=timeout)
     assert built.returncode == 0, f"hack/{name} failed:\n{built.stderr[-4000:]}"
     return built.stdout
+
+
+def machine_state() -> dict[str, object]:
+    """What a test host could have changed on the machine (MACHINE_SYSCTLS, above), read
+    on the machine itself. Every test host keeps its cgroups inside its own container's
+    (hack/test-host-init), so the machine's top-level cgroups stay as they are."""
+    cgroups = sorted(
+        str(path.relative_to("/sys/fs/cgroup"))
+        for path in Path("/sys/fs/cgroup").glob("*/*")
+        if path.is_dir() and path.name != PODMAN_CGROUP_PARENT
+    )
+    return {
+        "sysctls": {name: Path("/proc/sys", name).read_text().strip() for name in MACHINE_SYSCTLS},
+        "cgroups": cgroups,
+        "flex volume dir": FLEX_DIR.exists(),
+    }

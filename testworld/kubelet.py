@@ -12,11 +12,10 @@ kubelet in it is fenced in from the machine:
   kernel.panic_on_oops) are read-only files inside the host, holding the values
   it wants, so it has nothing to write and could not;
 - its cgroups live under a root of their own, `/<node>`, made in every
-  hierarchy first: on hybrid cgroup v1 the name=systemd hierarchy a test host
-  sees is the machine's whole tree, where a kubelet's default `/kubepods` would
-  leak and where kubelets of different hosts would delete each other's pods;
+  hierarchy first, inside the host's own cgroups (hack/test-host-init keeps
+  systemd's hierarchy namespaced too), so they name the node they belong to;
 - `leave` removes its pods and that cgroup root before the host goes.
-`machine_state` is what a test compares before and after.
+`testworld.hosts.machine_state` is what a test compares before and after.
 """
 
 from __future__ import annotations
@@ -25,7 +24,6 @@ import json
 import shlex
 import subprocess
 import time
-from pathlib import Path
 
 from testworld.control_plane import ControlPlane, k8s_binary
 from testworld.hosts import Node
@@ -35,31 +33,6 @@ KUBELET_PORT = 10250
 # values it wants. It writes only those that differ: each becomes a read-only file with
 # that value, bind-mounted over the /proc/sys file inside the host.
 KUBELET_SYSCTLS = {"vm/overcommit_memory": "1", "kernel/panic": "10", "kernel/panic_on_oops": "1"}
-# The ones it only reads and checks too, and the directory its default flex volume path makes.
-MACHINE_SYSCTLS = (*KUBELET_SYSCTLS, "vm/panic_on_oom", "kernel/keys/root_maxkeys", "kernel/keys/root_maxbytes")
-FLEX_DIR = Path("/usr/libexec/kubernetes")
-# What a kubelet creates at the top of a cgroup hierarchy when its cgroupRoot does not fence it.
-KUBELET_CGROUPS = ("kubepods", "kubepods.slice", "besteffort", "burstable")
-
-
-def machine_state(nodes: list[str]) -> dict[str, object]:
-    """What a kubelet in a test host could change on the machine: the kernel settings it
-    touches, the top-level cgroups of a kubelet or of the named nodes in every hierarchy,
-    and whether its default flex volume directory exists. Read on the machine itself.
-
-    Only those cgroups: other work on the machine (test hosts' own containerd,
-    podman) adds and removes top-level cgroups of its own at any time."""
-    ours = {*KUBELET_CGROUPS, *nodes}
-    cgroups = sorted(
-        str(path.relative_to("/sys/fs/cgroup"))
-        for path in Path("/sys/fs/cgroup").glob("*/*")
-        if path.is_dir() and path.name in ours
-    )
-    return {
-        "sysctls": {name: Path("/proc/sys", name).read_text().strip() for name in MACHINE_SYSCTLS},
-        "cgroups": cgroups,
-        "flex volume dir": FLEX_DIR.exists(),
-    }
 
 
 def _kubelet_config(node: str, cgroup_driver: str) -> dict[str, object]:
@@ -187,8 +160,8 @@ def wait_node_ready(plane: ControlPlane, node: Node, timeout: float) -> None:
 
 
 def leave(plane: ControlPlane, node: Node) -> None:
-    """Stop the kubelet, remove every pod it left and its cgroup root (the machine's
-    name=systemd hierarchy holds one), the kernel setting files' mounts, and the Node."""
+    """Stop the kubelet, remove every pod it left and its cgroup root, the kernel
+    setting files' mounts, and the Node."""
     node.sh(
         "systemctl disable --now kubelet.service; "
         "crictl rmp -fa >/dev/null 2>&1; "

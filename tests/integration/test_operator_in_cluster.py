@@ -26,7 +26,7 @@ import pytest
 
 from testworld.cluster import DEBIAN12_EXPECTED_FAILURES, condition, install_crd, kubectl_json, phase_is, wait_for
 from testworld.control_plane import ControlPlane
-from testworld.hosts import Node, run_playbook
+from testworld.hosts import Node, machine_state, run_playbook
 from testworld.in_cluster import (
     NODE_NAMESPACE,
     OPERATOR_NAMESPACE,
@@ -36,7 +36,7 @@ from testworld.in_cluster import (
     undeploy,
     write_overlay,
 )
-from testworld.kubelet import join, leave, machine_state
+from testworld.kubelet import join, leave
 
 pytestmark = pytest.mark.integration
 
@@ -71,7 +71,7 @@ def world(
     provisioned = run_playbook(inventory)
     assert provisioned.returncode == 0, provisioned.stdout[-6000:]
     TIMINGS["site.yml over SSH, before the node joins"] = time.monotonic() - start
-    before = machine_state([test_host.name])
+    before = machine_state()
     control_plane.start_cluster()
     try:
         join(control_plane, test_host)
@@ -330,4 +330,4 @@ def test_delete_and_leave_leave_the_node_and_the_machine_as_found(world):
     assert node_pods(plane) == []
     undeploy(plane)
     leave(plane, host)
-    assert machine_state([host.name]) == world["machine before"]
+    assert machine_state() == world["machine before"]

@@ -35,6 +35,7 @@ from testworld.hosts import (
     crictl,
     flat,
     hack_script,
+    machine_state,
     member_sha256,
     play_recap,
     run_playbook,
@@ -119,7 +120,13 @@ def _installed(node: Node) -> str:
 
 
 @pytest.fixture(scope="module")
-def fresh_packages(test_host: Node) -> set[str]:
+def machine_before(test_host: Node) -> dict[str, object]:
+    """The machine's kernel settings and top-level cgroups before libvirt ran a VM here."""
+    return machine_state()
+
+
+@pytest.fixture(scope="module")
+def fresh_packages(test_host: Node, machine_before: dict[str, object]) -> set[str]:
     return _packages(test_host)
 
 
@@ -426,3 +433,12 @@ def test_reset_removes_what_the_role_added(
         check=False,
     ).stdout
     assert virtlet_left == "", f"reset left: {virtlet_left}"
+
+
+def test_vms_left_the_machine_as_it_was(
+    first_run: subprocess.CompletedProcess[str], machine_before: dict[str, object]
+) -> None:
+    """libvirt and vmwrapper place QEMU in cgroups of their own: inside the test host's,
+    never at the top of the machine's hierarchies it shares a kernel with."""
+    assert first_run.returncode == 0
+    assert machine_state() == machine_before

@@ -41,15 +41,20 @@ def test_each_peer_is_pinned_by_commit_archive_url_and_sha256():
         assert re.fullmatch(r"[0-9a-f]{64}", pins[f"{pin}_SHA256"]), pin
 
 
+# Without CRIOPS_PEERS_MIRROR: the shared/peers folder beside the checkout, when it holds the archives.
+BESIDE = (REPO.parent / "shared" / "peers").resolve()
+BESIDE_MIRROR = f"file://{BESIDE}" if all((BESIDE / versions()[f"{pin}_ARCHIVE"]).is_file() for pin in PINS) else None
+
+
 def test_the_peers_mirror_is_only_the_configured_one(tmp_path: Path):
     env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "CRIOPS_CACHE": str(tmp_path / "cache")}
     # The legacy runtimes' source mirror is not the peers'.
-    assert peers_mirror({**env, "CRIOPS_SOURCE_MIRROR": "/srv/sources"}) is None
+    assert peers_mirror({**env, "CRIOPS_SOURCE_MIRROR": "/srv/sources"}) == BESIDE_MIRROR
     assert peers_mirror({**env, "CRIOPS_PEERS_MIRROR": "/srv/peers/"}) == "file:///srv/peers"
     assert peers_mirror({**env, "CRIOPS_PEERS_MIRROR": "https://m.example/peers"}) == "https://m.example/peers"
 
 
-MIRROR = os.environ.get("CRIOPS_PEERS_MIRROR", "")
+MIRROR = os.environ.get("CRIOPS_PEERS_MIRROR", "") or (str(BESIDE) if BESIDE_MIRROR else "")
 
 
 @pytest.mark.skipif(not MIRROR.startswith("/"), reason="no local peers' mirror (CRIOPS_PEERS_MIRROR)")

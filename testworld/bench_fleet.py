@@ -55,7 +55,16 @@ from testworld.cluster import (
     runtime_node,
 )
 from testworld.control_plane import ControlPlane
-from testworld.hosts import Node, local_host, play_recap, run_playbook, ssh_port, write_inventory
+from testworld.hosts import (
+    Node,
+    cgroup_cpu_seconds,
+    host_cgroup,
+    local_host,
+    play_recap,
+    run_playbook,
+    ssh_port,
+    write_inventory,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 # Two groups of specs: enough to start pods on every node, short enough for a fleet at once.
@@ -97,25 +106,13 @@ class Accounts:
         finally:
             self.enter("bench")
 
-    def usage(self, path: Path) -> float:
-        if self.v2:
-            stat = dict(line.split() for line in (path / "cpu.stat").read_text().splitlines())
-            return int(stat["usage_usec"]) / 1e6
-        return int((path / "cpuacct.usage").read_text()) / 1e9
-
     def cpu(self, name: str) -> float:
-        return self.usage(self.groups[name])
+        return cgroup_cpu_seconds(self.groups[name])
 
     def machine(self) -> float:
         if self.v2:
             return sum(int(line.split()[i]) for line in _cpu_line() for i in (1, 2, 3)) / os.sysconf("SC_CLK_TCK")
-        return self.usage(self.root)
-
-    def node_cgroup(self, name: str) -> Path:
-        pid = subprocess.run(
-            ["podman", "inspect", "--format", "{{.State.Pid}}", name], capture_output=True, text=True, check=True
-        ).stdout.strip()
-        return self._cgroup_of(int(pid))
+        return cgroup_cpu_seconds(self.root)
 
     def close(self) -> None:
         (self.home / "cgroup.procs").write_text(str(os.getpid()))
@@ -156,13 +153,13 @@ class Figures:
 class Fleet:
     def __init__(self, accounts: Accounts, nodes: list[Node]) -> None:
         self.accounts = accounts
-        self.node_cgroups = {n.name: accounts.node_cgroup(n.name) for n in nodes}
+        self.node_cgroups = {n.name: host_cgroup(n.name) for n in nodes}
 
     def measure(self, nodes: list[Node], run: Callable[[], object], group: str = "controller") -> Figures:
         acct = self.accounts
 
         def nodes_cpu() -> float:
-            return sum(acct.usage(self.node_cgroups[n.name]) for n in nodes)
+            return sum(cgroup_cpu_seconds(self.node_cgroups[n.name]) for n in nodes)
 
         before = (time.monotonic(), acct.cpu(group), nodes_cpu(), acct.machine())
         with acct.inside(group):

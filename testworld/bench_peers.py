@@ -56,6 +56,8 @@ from testworld.hosts import (
     REPO,
     ArtifactServer,
     Node,
+    cgroup_cpu_seconds,
+    host_cgroup,
     local_host,
     play_recap,
     run_playbook,
@@ -232,27 +234,14 @@ def tools(work: Path, paths: dict[str, Path], kubespray_vars: dict[str, object])
     ]
 
 
-def node_cpu_seconds(name: str) -> float:
-    """CPU seconds the test host's cgroup has used (cgroup v1 cpuacct or v2 cpu.stat)."""
-    found = subprocess.run(
-        ["podman", "inspect", "--format", "{{.State.CgroupPath}}", name], capture_output=True, text=True, check=True
-    )
-    path = found.stdout.strip().lstrip("/")
-    v1 = Path("/sys/fs/cgroup/cpuacct") / path / "cpuacct.usage"
-    if v1.exists():
-        return int(v1.read_text()) / 1e9
-    stat = (Path("/sys/fs/cgroup") / path / "cpu.stat").read_text()
-    return int(re.search(r"^usage_usec (\d+)", stat, re.MULTILINE)[1]) / 1e6
-
-
 def timed(tool: Tool, inventory: Path, node: Node) -> Run:
     """One playbook run of `tool`; fails loudly unless it succeeded."""
     children = resource.getrusage(resource.RUSAGE_CHILDREN)
-    node_before = node_cpu_seconds(node.name)
+    node_before = cgroup_cpu_seconds(host_cgroup(node.name))
     start = time.monotonic()
     result = run_playbook(inventory, str(tool.playbook), env=tool.env)
     wall = time.monotonic() - start
-    node_after = node_cpu_seconds(node.name)
+    node_after = cgroup_cpu_seconds(host_cgroup(node.name))
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if result.returncode != 0:
         raise SystemExit(f"{tool.name} failed on {node.name}:\n{result.stdout[-6000:]}")

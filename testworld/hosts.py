@@ -267,6 +267,34 @@ def crictl(node: Node, endpoint: str, args: str, check: bool = True) -> subproce
     return node.sh(f"crictl-v1alpha2 --runtime-endpoint {endpoint} --image-endpoint {endpoint} {args}", check=check)
 
 
+def cgroup_cpu_seconds(path: Path) -> float:
+    """CPU seconds a cgroup and its children used: cpuacct.usage on cgroup v1, cpu.stat on v2."""
+    if (path / "cpuacct.usage").exists():
+        return int((path / "cpuacct.usage").read_text()) / 1e9
+    stat = dict(line.split() for line in (path / "cpu.stat").read_text().splitlines())
+    return int(stat["usage_usec"]) / 1e6
+
+
+def host_cgroup(name: str) -> Path:
+    """The CPU accounting cgroup podman gave a test host's container (everything in it counts there)."""
+    found = subprocess.run(
+        ["podman", "inspect", "--format", "{{.State.CgroupPath}}", name], capture_output=True, text=True, check=True
+    )
+    path = found.stdout.strip().lstrip("/")
+    v1 = Path("/sys/fs/cgroup/cpuacct") / path
+    return v1 if v1.is_dir() else Path("/sys/fs/cgroup") / path
+
+
+def critest_pods(node: Node, endpoint: str) -> list[str]:
+    """Pods in critest's own namespaces on the node (through crictl v1.13): what a validation left."""
+    listed = json.loads(crictl(node, endpoint, "pods --output json").stdout or "{}").get("items") or []
+    return [
+        f"{pod['metadata']['namespace']}/{pod['metadata']['name']} {pod.get('state')}"
+        for pod in listed
+        if pod["metadata"]["namespace"].startswith("cri-test-namespace")
+    ]
+
+
 def hack_script(name: str, timeout: int = 1800) -> str:
     """Run one of hack/'s cached build scripts; its stdout (the paths it printed)."""
     built = subprocess.run([str(REPO / "hack" / name)], capture_output=True, text=True, timeout=timeout)

@@ -33,6 +33,7 @@ from testworld.hosts import (
     Tarball,
     assert_run_changes_nothing,
     crictl,
+    critest_pods,
     flat,
     hack_script,
     machine_state,
@@ -309,6 +310,7 @@ def test_a_vm_pod_boots_gets_its_address_and_answers_http(
         _crictl(test_host, f"stopp {pod_id}", check=False)
         _crictl(test_host, f"rmp {pod_id}", check=False)
     assert test_host.sh("virsh -q -c qemu:///system list --all --name").stdout.strip() == ""
+    assert critest_pods(test_host, ENDPOINT) == [], "critest's pods outlived the validation"
     # vmwrapper remounted /sys in the VM holder's own mount namespace, not the node's.
     assert test_host.sh("findmnt -n -o FSTYPE /sys/fs/cgroup/memory", check=False).stdout.strip() == "cgroup"
 
@@ -368,6 +370,7 @@ def test_operator_proves_virtlet_with_a_focused_critest_under_a_kubelet_that_spe
     report = runs(world["state"], RN)[-1]["dir"] / "reports" / world["host"].name / "default"
     assert (report / "kubelet-duties.log").exists()
     assert test_host.sh("virsh -q -c qemu:///system list --all --name").stdout.strip() == ""
+    assert critest_pods(test_host, ENDPOINT) == [], "critest's pods outlived the validation"
 
 
 def test_deleting_the_runtime_node_cleans_the_node(world: dict) -> None:

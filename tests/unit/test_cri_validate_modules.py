@@ -248,3 +248,39 @@ def test_reports_are_written_as_given_data_as_nice_json_and_only_below_their_dir
         with pytest.raises(ValueError, match="is not a path below"):
             reports.write_reports(str(tmp_path / "reports"), {outside: "x"})
     assert not (tmp_path / "escape.json").exists()
+
+
+class _RecordingCrictl:
+    """crictl's answers as a runtime with one leftover critest pod and one pod of a user would give."""
+
+    def __init__(self, rmp_rc: int = 0) -> None:
+        self.calls: list[tuple[str, ...]] = []
+        self.rmp_rc = rmp_rc
+
+    def run(self, *args: str) -> tuple[int, str, str]:
+        self.calls.append(args)
+        if args[0] == "pods":
+            items = [
+                {"id": "p1", "metadata": {"namespace": "cri-test-namespace1a2b", "name": "NamespaceOption-PodSandbox"}},
+                {"id": "p2", "metadata": {"namespace": "default", "name": "web"}},
+            ]
+            return 0, json.dumps({"items": items}), ""
+        if args[0] == "ps":
+            return 0, "c1\n", ""
+        return (self.rmp_rc if args[0] == "rmp" else 0), "", ""
+
+
+@pytest.mark.parametrize("v1alpha2", [True, False])
+def test_only_critests_own_pods_are_removed_containers_first(v1alpha2: bool) -> None:
+    crictl = _RecordingCrictl()
+    left = critest.remove_critest_pods(crictl, v1alpha2)
+    assert left == ["cri-test-namespace1a2b/NamespaceOption-PodSandbox: removed"]
+    touched = [call for call in crictl.calls if call[0] != "pods"]
+    stop_pod = [("stopp", "p1")] if v1alpha2 else []
+    rmp = ("rmp", "p1") if v1alpha2 else ("rmp", "--force", "p1")
+    assert touched == [("ps", "--all", "--quiet", "--pod", "p1"), ("stop", "c1"), ("rm", "c1"), *stop_pod, rmp]
+
+
+def test_a_pod_that_would_not_go_is_reported_so() -> None:
+    left = critest.remove_critest_pods(_RecordingCrictl(rmp_rc=1), True)
+    assert left == ["cri-test-namespace1a2b/NamespaceOption-PodSandbox: NOT removed"]

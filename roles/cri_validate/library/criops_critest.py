@@ -12,7 +12,7 @@ import subprocess
 import tempfile
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible.module_utils.criops_cri import run
+from ansible.module_utils.criops_cri import Crictl, remove_critest_pods, run
 
 DOCUMENTATION = r"""
 module: criops_critest
@@ -98,6 +98,13 @@ junit: {description: The JUnit report., type: str, returned: always}
 kubelet_duties:
   description: What was done in the kubelet's place (null without O(kubelet_duties)).
   type: str
+  returned: always
+left_by_critest:
+  description: >-
+    Pods critest left in its own namespaces (a spec that failed before its cleanup), each
+    C(namespace/name: removed), as a kubelet's garbage collection would remove them.
+  type: list
+  elements: str
   returned: always
 """
 
@@ -198,6 +205,8 @@ def main():
             module.fail_json(msg=f"critest ({label}) --version exited {rc}: {why_no_report(version, err)}")
         argv = critest_argv(params, scratch)
         rc, out, err, timed_out = run_critest(argv, params["timeout"])
+        # On a drained node the CRI server is the node's own: leave it as critest found it.
+        left = remove_critest_pods(Crictl(module, params["crictl"], params["endpoint"]), params["v1alpha2"])
         stdout, stderr = out.decode(errors="replace"), err.decode(errors="replace")
         junit = _read(f"{scratch}/{'junit_.xml' if params['v1alpha2'] else 'junit.xml'}")
         duties = _read(f"{scratch}/kubelet-duties.log")
@@ -208,6 +217,7 @@ def main():
             "stdout": stdout,
             "stderr": stderr,
             "kubelet_duties": duties,
+            "left_by_critest": left,
         }
         if timed_out:
             module.fail_json(msg=f"critest ({label}) did not finish within {params['timeout']} s", **result)

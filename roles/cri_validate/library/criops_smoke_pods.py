@@ -13,7 +13,7 @@ import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible.module_utils.criops_cri import Crictl, StepFailed, handler_configs, last_line, run
+from ansible.module_utils.criops_cri import Crictl, StepFailed, handler_configs, last_line, remove_pod, run
 
 DOCUMENTATION = r"""
 module: criops_smoke_pods
@@ -175,15 +175,8 @@ def smoke_pod(crictl, params, handler, runtimes, scratch):
             "log": log,
         }
     finally:
-        # As a kubelet does: the container before its pod (virtlet's rmp leaves a pod's
-        # containers, each a VM, behind); crictl v1.13's rmp has no --force.
-        if container_id:
-            crictl.run("stop", container_id)
-            crictl.run("rm", container_id)
         if pod_id:
-            if params["v1alpha2"]:
-                crictl.run("stopp", pod_id)
-            crictl.run("rmp", *([] if params["v1alpha2"] else ["--force"]), pod_id)
+            remove_pod(crictl, pod_id, params["v1alpha2"])
 
 
 def smoke(module, params):

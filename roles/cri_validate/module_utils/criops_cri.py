@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 
 def last_line(*texts):
     """The last non-empty line of the first text that has one: a command's own last words."""
@@ -42,6 +44,39 @@ class Crictl:
         if rc != 0:
             raise StepFailed(f"{step}: {last_line(err, out) or f'exited {rc}'}")
         return out.strip()
+
+
+# critest names every pod it makes into a namespace of its own with this prefix.
+CRITEST_NAMESPACE_PREFIX = "cri-test-namespace"
+
+
+def remove_pod(crictl, pod_id, v1alpha2):
+    """Remove a pod as a kubelet does: its containers first (virtlet's rmp leaves a pod's
+    containers, each a VM, behind), then the pod; crictl v1.13's rmp has no --force.
+    Whether the pod is gone."""
+    rc, out, _ = crictl.run("ps", "--all", "--quiet", "--pod", pod_id)
+    for container_id in out.split() if rc == 0 else []:
+        crictl.run("stop", container_id)
+        crictl.run("rm", container_id)
+    if v1alpha2:
+        crictl.run("stopp", pod_id)
+    return crictl.run("rmp", *([] if v1alpha2 else ["--force"]), pod_id)[0] == 0
+
+
+def remove_critest_pods(crictl, v1alpha2):
+    """Remove the pods critest left (a spec that failed before its own cleanup), as a
+    kubelet's garbage collection would; only critest's namespaces are touched.
+    The `namespace/name` of each, and whether it is gone."""
+    rc, out, _ = crictl.run("pods", "--output", "json")
+    if rc != 0:
+        return []
+    left = []
+    for pod in json.loads(out or "{}").get("items") or []:
+        metadata = pod.get("metadata") or {}
+        if (metadata.get("namespace") or "").startswith(CRITEST_NAMESPACE_PREFIX):
+            gone = remove_pod(crictl, pod["id"], v1alpha2)
+            left.append(f"{metadata.get('namespace')}/{metadata.get('name')}: {'removed' if gone else 'NOT removed'}")
+    return left
 
 
 class StepFailed(Exception):

@@ -51,6 +51,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
+from testworld.control_plane import versions
 from testworld.hosts import (
     LOCAL_INVENTORY,
     REPO,
@@ -165,13 +166,13 @@ def peer_inventory(groups: dict, group_vars: dict[str, object]) -> Callable[[Pat
 def kubespray_downloads(served: Path, paths: dict[str, Path], server: ArtifactServer) -> dict[str, object]:
     """kubespray's download variables for the files put in `served`, which `server` serves."""
     base = server.base_url.replace("127.0.0.1", HOST_LOOPBACK)
-    versions = dict(re.findall(r"^(\w+)=(\S+)", (REPO / "hack" / "versions.env").read_text(), re.MULTILINE))
+    pins = versions()
     containerd, nerdctl = paths["containerd"], paths["nerdctl"]
     for path in (containerd, nerdctl):
         (served / path.name).symlink_to(path)
     runc = served / "runc.amd64"
     shutil.copy2(shutil.which("runc") or "/usr/sbin/runc", runc)
-    crictl = crictl_tarball(served, versions["CRI_TOOLS_VERSION"])
+    crictl = crictl_tarball(served, pins["CRI_TOOLS_VERSION"])
     match = re.match(r"containerd-(\d+\.\d+\.\d+)", containerd.name)
     assert match, containerd
     return {
@@ -181,10 +182,10 @@ def kubespray_downloads(served: Path, paths: dict[str, Path], server: ArtifactSe
         "containerd_checksum": sha256(containerd),
         "runc_download_url": f"{base}/{runc.name}",
         "runc_binary_checksum": sha256(runc),
-        "crictl_version": versions["CRI_TOOLS_VERSION"].lstrip("v"),
+        "crictl_version": pins["CRI_TOOLS_VERSION"].lstrip("v"),
         "crictl_download_url": f"{base}/{crictl.name}",
         "crictl_binary_checksum": sha256(crictl),
-        "nerdctl_version": versions["NERDCTL_VERSION"].lstrip("v"),
+        "nerdctl_version": pins["NERDCTL_VERSION"].lstrip("v"),
         "nerdctl_download_url": f"{base}/{nerdctl.name}",
         "nerdctl_archive_checksum": sha256(nerdctl),
     }

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from testworld.control_plane import versions
 from testworld.hosts import (
     ArtifactServer,
     Node,
@@ -107,6 +108,10 @@ def test_drift_is_found_and_repaired_by_the_next_run(
         f"echo '[debug]' >>{config} && echo '  level = \"debug\"' >>{config}"
         " && rm /etc/containerd/certs.d/gcr.io/hosts.toml && sysctl -qw net.ipv4.ip_forward=0"
     )
+    # A changed and a removed binary: only those two are sent again.
+    tools = f"/opt/criops/cri-tools/{versions()['CRI_TOOLS_VERSION']}"
+    binaries = test_host.sh(f"sha256sum {tools}/critest {tools}/ginkgo").stdout
+    test_host.sh(f"echo tampered >>{tools}/critest && rm {tools}/ginkgo")
     repaired = run_playbook(inventory, "playbooks/site.yml", tarball_vars)
     assert repaired.returncode == 0, repaired.stdout[-6000:]
     changed = changed_tasks(repaired.stdout)
@@ -115,8 +120,11 @@ def test_drift_is_found_and_repaired_by_the_next_run(
         "containerd : Write the configuration directories and the registry mirrors' hosts.toml files",
         "node_prereqs : Apply kernel parameters for pod networking",
         "containerd : Restart containerd",
+        "cri_tools : Send the missing or changed binaries from the local source",
     ):
         assert task in changed, changed
+    assert test_host.sh(f"sha256sum {tools}/critest {tools}/ginkgo").stdout == binaries
+    assert test_host.sh(f"stat -c %a {tools}/critest {tools}/ginkgo").stdout.split() == ["755", "755"]
     assert test_host.sh(f"cat {config} /etc/containerd/certs.d/gcr.io/hosts.toml").stdout == written
     assert test_host.sh("sysctl -n net.ipv4.ip_forward").stdout.strip() == "1"
 

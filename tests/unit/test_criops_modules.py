@@ -199,3 +199,36 @@ def test_the_probe_reads_unit_states_from_one_systemctl_show(tmp_path: Path) -> 
         "containerd.service",
         "nothing.service",
     ]
+
+
+def _tarball_lookup():
+    import importlib.util
+
+    path = MODULE.parents[1] / "lookup_plugins/criops_tarball.py"
+    spec = importlib.util.spec_from_file_location("criops_tarball", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_binaries_tarball_is_named_by_content_and_holds_them_as_root_0755(tmp_path: Path) -> None:
+    import tarfile
+
+    lookup = _tarball_lookup()
+    files = []
+    for name, data in (("crictl", b"one"), ("critest", b"two")):
+        (tmp_path / name).write_bytes(data)
+        (tmp_path / name).chmod(0o600)
+        files.append(str(tmp_path / name))
+    digests = [hashlib.sha256(b"one").hexdigest(), hashlib.sha256(b"two").hexdigest()]
+    name = lookup.tarball_name("cri-tools-v1", files, digests)
+    assert name == lookup.tarball_name("cri-tools-v1", ["/elsewhere/crictl", "/x/critest"], digests)
+    assert name != lookup.tarball_name("cri-tools-v1", files, [digests[0], hashlib.sha256(b"three").hexdigest()])
+    assert name.startswith("cri-tools-v1-") and name.endswith(".tar")
+    lookup.write_tarball(str(tmp_path / name), files)
+    with tarfile.open(tmp_path / name) as archive:
+        members = {m.name: (m.mode, m.uid, m.gid) for m in archive.getmembers()}
+        assert archive.extractfile("critest").read() == b"two"
+    assert members == {"crictl": (0o755, 0, 0), "critest": (0o755, 0, 0)}
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".partial-")] == []

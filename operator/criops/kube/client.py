@@ -113,14 +113,14 @@ def request(
     *,
     query: list[tuple[str, Any]] | None = None,
     content_type: str = "application/json",
-    accept: str = "application/json",
     timeout: tuple[int, int] = REQUEST_TIMEOUT,
 ) -> bytes:
     """One API request (from a worker thread): `path` below the server's URL, `body`
     sent as JSON; the answer's body, undecoded. An answer other than 2xx raises
     ApiException (status, reason, body), as the client's API classes do."""
     api = api_client()
-    headers = {"Accept": accept}
+    # Also for a pod's log, which comes as text: the API server refuses an Accept of text/plain.
+    headers = {"Accept": "application/json"}
     if body is not None:
         headers["Content-Type"] = content_type
     method, url, headers, body, _ = api.param_serialize(

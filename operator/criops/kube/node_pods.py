@@ -127,7 +127,6 @@ def _log(namespace: str, name: str) -> str:
             "GET",
             f"{_pods_path(namespace, name)}/log",
             query=[("container", node_pod.CONTAINER)],
-            accept="text/plain",
             timeout=(10, 300),
         )
     except ApiException as error:

@@ -7,7 +7,8 @@ whose proof holds, its name and when its probe is due (``schedule``, updated
 from kopf's watch events by criops.handlers.probe_schedule), and one task
 (``ProbeLoop``) wakes every ``CRIOPS_PROBE_TICK`` seconds and starts the probes
 that are due. Each probe reads its RuntimeNode anew with a GET and decides again
-with the object as it is then (criops.handlers.probe).
+with the object as it is then (criops.handlers.probe). Each tick also gives the
+memory freed since the last one back to the system (criops.memory.trim).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any, NamedTuple
 
+from . import memory
 from .core.spec import SpecError, validation_interval
 from .core.verdicts import probe_due_at
 
@@ -60,10 +62,19 @@ Probe = Callable[[str, str], Awaitable[None]]
 class ProbeLoop:
     """Every `tick` seconds, starts `probe(uid, name)` for each due RuntimeNode of
     the schedule (uid -> Due) that `busy` does not hold and whose last probe is
-    not still running. Playbook runs stay bounded by the playbook pool."""
+    not still running. Playbook runs stay bounded by the playbook pool. Then
+    `after_tick` (by default: freed memory back to the system)."""
 
-    def __init__(self, schedule: Mapping[str, Due], tick: float, probe: Probe, busy: Callable[[str], bool]) -> None:
+    def __init__(
+        self,
+        schedule: Mapping[str, Due],
+        tick: float,
+        probe: Probe,
+        busy: Callable[[str], bool],
+        after_tick: Callable[[], object] = memory.trim,
+    ) -> None:
         self.schedule, self.tick, self.probe, self.busy = schedule, tick, probe, busy
+        self.after_tick = after_tick
         self.running: dict[str, asyncio.Task[None]] = {}
         self._loop: asyncio.Task[None] | None = None
 
@@ -91,6 +102,7 @@ class ProbeLoop:
         while True:
             await asyncio.sleep(self.tick)
             self.start_due(time.time())
+            self.after_tick()
 
     async def _probe(self, uid: str, name: str) -> None:
         try:

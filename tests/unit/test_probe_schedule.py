@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import platform
+import time
 from datetime import UTC, datetime
 
+from criops import memory
 from criops.core import conditions
 from criops.probing import Due, ProbeLoop, due_now, schedule
 
@@ -94,3 +97,23 @@ def test_a_failing_probe_does_not_stop_the_loop():
         assert loop._loop.cancelled()
 
     asyncio.run(scenario())
+
+
+def test_each_tick_gives_freed_memory_back():
+    ticks: list[float] = []
+
+    async def scenario() -> None:
+        async def probe(uid: str, name: str) -> None:
+            pass
+
+        loop = ProbeLoop({}, 0.01, probe, busy=lambda uid: False, after_tick=lambda: ticks.append(time.time()))
+        loop.start()
+        await asyncio.sleep(0.1)
+        await loop.stop()
+
+    asyncio.run(scenario())
+    assert len(ticks) >= 3
+    # The default: glibc's malloc_trim, there on every glibc system (the image is Debian).
+    assert ProbeLoop({}, 1, None, busy=lambda uid: False).after_tick is memory.trim  # type: ignore[arg-type]
+    assert memory.trim() is (memory.MALLOC_TRIM is not None)
+    assert memory.MALLOC_TRIM is not None or "glibc" not in platform.libc_ver()[0]

@@ -2,6 +2,12 @@
 
 The official client is synchronous; every call runs in a thread so the kopf
 event loop never waits on the network.
+
+Calls go through the client's ApiClient (its configuration: credentials, TLS,
+the connection pool, API_RETRIES) as plain JSON requests (`request`), not
+through its generated API classes: importing CoreV1Api alone (its pydantic
+models and a validator per method) costs about 20 MiB of the operator's
+memory, and their answers would be decoded into models criops never reads.
 """
 
 from __future__ import annotations
@@ -10,6 +16,7 @@ import asyncio
 import base64
 import json
 import os
+import urllib.parse
 from datetime import UTC, datetime
 from functools import cache
 from typing import Any
@@ -99,23 +106,51 @@ def api_client() -> client.ApiClient:
     return client.ApiClient(configuration)
 
 
-def core() -> client.CoreV1Api:
-    return client.CoreV1Api(api_client())
+def request(
+    method: str,
+    path: str,
+    body: Any = None,
+    *,
+    query: list[tuple[str, Any]] | None = None,
+    content_type: str = "application/json",
+    timeout: tuple[int, int] = REQUEST_TIMEOUT,
+) -> bytes:
+    """One API request (from a worker thread): `path` below the server's URL, `body`
+    sent as JSON; the answer's body, undecoded. An answer other than 2xx raises
+    ApiException (status, reason, body), as the client's API classes do."""
+    api = api_client()
+    # Also for a pod's log, which comes as text: the API server refuses an Accept of text/plain.
+    headers = {"Accept": "application/json"}
+    if body is not None:
+        headers["Content-Type"] = content_type
+    method, url, headers, body, _ = api.param_serialize(
+        method, path, query_params=query, header_params=headers, body=body, auth_settings=["BearerToken"]
+    )
+    response = api.call_api(method, url, headers, body, _request_timeout=timeout)
+    data = response.read()
+    if not 200 <= response.status <= 299:
+        raise ApiException.from_response(http_resp=response, body=None, data=None)
+    return data
 
 
-def custom() -> client.CustomObjectsApi:
-    return client.CustomObjectsApi(api_client())
+def get(path: str, query: list[tuple[str, Any]] | None = None) -> dict[str, Any]:
+    """A GET's JSON answer."""
+    return json.loads(request("GET", path, query=query))
 
 
-def raw(response: Any) -> dict[str, Any]:
-    """The JSON body of a call made with _preload_content=False."""
-    return json.loads(response.data)
+def quoted(name: str) -> str:
+    """A name as one path segment."""
+    return urllib.parse.quote(name, safe="")
+
+
+def runtime_nodes_path(name: str = "") -> str:
+    return f"/apis/{GROUP}/{VERSION}/{PLURAL}" + (f"/{quoted(name)}" if name else "")
 
 
 async def read_node(name: str) -> dict[str, Any] | None:
     def call() -> dict[str, Any] | None:
         try:
-            return raw(core().read_node(name, _preload_content=False, _request_timeout=REQUEST_TIMEOUT))
+            return get(f"/api/v1/nodes/{quoted(name)}")
         except ApiException as error:
             if error.status == 404:
                 return None
@@ -125,27 +160,20 @@ async def read_node(name: str) -> dict[str, Any] | None:
 
 
 async def patch_node(name: str, body: dict[str, Any]) -> None:
-    await asyncio.to_thread(core().patch_node, name, body, _content_type=MERGE_PATCH, _request_timeout=REQUEST_TIMEOUT)
+    await asyncio.to_thread(request, "PATCH", f"/api/v1/nodes/{quoted(name)}", body, content_type=MERGE_PATCH)
 
 
 async def patch_node_status(name: str, body: dict[str, Any]) -> None:
     # Strategic merge: Node conditions merge by type, so others' conditions stay.
     await asyncio.to_thread(
-        core().patch_node_status, name, body, _content_type=STRATEGIC_MERGE_PATCH, _request_timeout=REQUEST_TIMEOUT
+        request, "PATCH", f"/api/v1/nodes/{quoted(name)}/status", body, content_type=STRATEGIC_MERGE_PATCH
     )
 
 
 async def patch_status(name: str, status: dict[str, Any]) -> None:
     """Merge `status` into a RuntimeNode's status subresource (lists are replaced whole)."""
     await asyncio.to_thread(
-        custom().patch_cluster_custom_object_status,
-        GROUP,
-        VERSION,
-        PLURAL,
-        name,
-        {"status": status},
-        _content_type=MERGE_PATCH,
-        _request_timeout=REQUEST_TIMEOUT,
+        request, "PATCH", f"{runtime_nodes_path(name)}/status", {"status": status}, content_type=MERGE_PATCH
     )
 
 
@@ -174,7 +202,7 @@ async def post_event(namespace: str, obj: dict[str, Any], kind: str, reason: str
         "lastTimestamp": stamp.strftime("%Y-%m-%dT%H:%M:%SZ"),
         "count": 1,
     }
-    await asyncio.to_thread(core().create_namespaced_event, namespace, event, _request_timeout=REQUEST_TIMEOUT)
+    await asyncio.to_thread(request, "POST", f"/api/v1/namespaces/{quoted(namespace)}/events", event)
 
 
 async def ssh_key(namespace: str, name: str) -> str:
@@ -182,9 +210,7 @@ async def ssh_key(namespace: str, name: str) -> str:
 
     def call() -> str:
         try:
-            secret = raw(
-                core().read_namespaced_secret(name, namespace, _preload_content=False, _request_timeout=REQUEST_TIMEOUT)
-            )
+            secret = get(f"/api/v1/namespaces/{quoted(namespace)}/secrets/{quoted(name)}")
         except ApiException as error:
             if error.status == 404:
                 raise SecretError(f"Secret {namespace}/{name} not found (spec.access.sshKeySecretRef.name)") from None
@@ -197,8 +223,8 @@ async def ssh_key(namespace: str, name: str) -> str:
     return await asyncio.to_thread(call)
 
 
-def node_api() -> client.NodeV1Api:
-    return client.NodeV1Api(api_client())
+def runtime_class_path(name: str = "") -> str:
+    return "/apis/node.k8s.io/v1/runtimeclasses" + (f"/{quoted(name)}" if name else "")
 
 
 async def apply_runtime_class(body: dict[str, Any]) -> bool:
@@ -207,11 +233,11 @@ async def apply_runtime_class(body: dict[str, Any]) -> bool:
     def call() -> bool:
         name = body["metadata"]["name"]
         try:
-            current = raw(node_api().read_runtime_class(name, _preload_content=False, _request_timeout=REQUEST_TIMEOUT))
+            current = get(runtime_class_path(name))
         except ApiException as error:
             if error.status != 404:
                 raise
-            node_api().create_runtime_class(body, _request_timeout=REQUEST_TIMEOUT)
+            request("POST", runtime_class_path(), body)
             return True
         if not runtimeclass.managed(current):
             return False  # Someone else's RuntimeClass of that name: left alone.
@@ -219,7 +245,7 @@ async def apply_runtime_class(body: dict[str, Any]) -> bool:
             return False
         # handler is immutable; overhead and scheduling can be patched (a None drops an overhead).
         patch = {k: body.get(k) for k in ("overhead", "scheduling")}
-        node_api().patch_runtime_class(name, patch, _content_type=MERGE_PATCH, _request_timeout=REQUEST_TIMEOUT)
+        request("PATCH", runtime_class_path(name), patch, content_type=MERGE_PATCH)
         return True
 
     return await asyncio.to_thread(call)
@@ -229,8 +255,7 @@ async def list_pods() -> list[dict[str, Any]]:
     """Every pod of the cluster (the RuntimeClass guard looks at their spec and phase)."""
 
     def call() -> list[dict[str, Any]]:
-        answer = core().list_pod_for_all_namespaces(_preload_content=False, _request_timeout=REQUEST_TIMEOUT)
-        return list(raw(answer).get("items") or [])
+        return list(get("/api/v1/pods").get("items") or [])
 
     return await asyncio.to_thread(call)
 
@@ -240,14 +265,14 @@ async def delete_runtime_class(name: str) -> bool:
 
     def call() -> bool:
         try:
-            current = raw(node_api().read_runtime_class(name, _preload_content=False, _request_timeout=REQUEST_TIMEOUT))
+            current = get(runtime_class_path(name))
         except ApiException as error:
             if error.status == 404:
                 return False
             raise
         if not runtimeclass.managed(current):
             return False
-        node_api().delete_runtime_class(name, _request_timeout=REQUEST_TIMEOUT)
+        request("DELETE", runtime_class_path(name))
         return True
 
     return await asyncio.to_thread(call)
@@ -255,10 +280,7 @@ async def delete_runtime_class(name: str) -> bool:
 
 async def list_runtime_nodes() -> list[dict[str, Any]]:
     def call() -> list[dict[str, Any]]:
-        listed = custom().list_cluster_custom_object(
-            GROUP, VERSION, PLURAL, _preload_content=False, _request_timeout=REQUEST_TIMEOUT
-        )
-        return raw(listed).get("items", [])
+        return get(runtime_nodes_path()).get("items", [])
 
     return await asyncio.to_thread(call)
 
@@ -268,13 +290,11 @@ async def read_runtime_node(name: str) -> dict[str, Any] | None:
 
     def call() -> dict[str, Any] | None:
         try:
-            found = custom().get_cluster_custom_object(
-                GROUP, VERSION, PLURAL, name, _preload_content=False, _request_timeout=REQUEST_TIMEOUT
-            )
+            found = get(runtime_nodes_path(name))
         except ApiException as error:
             if error.status == 404:
                 return None
             raise
-        return raw(found)
+        return found
 
     return await asyncio.to_thread(call)

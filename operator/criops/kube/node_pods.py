@@ -25,9 +25,8 @@ import urllib3
 from kubernetes.client.exceptions import ApiException
 
 from .. import contract, node_pod
-from ..api import GROUP, PLURAL, VERSION
 from ..settings import Settings
-from .client import REQUEST_TIMEOUT, core, custom, permanent, raw, server_message
+from .client import get, permanent, quoted, request, runtime_nodes_path, server_message
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +44,7 @@ class NodePodError(RuntimeError):
 def _own_image(namespace: str, pod: str) -> str:
     """The image this operator runs from, by digest when the node reports one: the on-node
     pod then runs the very same criops."""
-    found = raw(core().read_namespaced_pod(pod, namespace, _preload_content=False, _request_timeout=REQUEST_TIMEOUT))
+    found = _read(namespace, pod)
     statuses = (found.get("status") or {}).get("containerStatuses") or []
     image_id = statuses[0].get("imageID", "") if statuses else ""
     return image_id if "@" in image_id else found["spec"]["containers"][0]["image"]
@@ -61,18 +60,16 @@ def image(settings: Settings) -> str:
 
 
 def _owner(name: str) -> dict[str, str]:
-    found = raw(
-        custom().get_cluster_custom_object(
-            GROUP, VERSION, PLURAL, name, _preload_content=False, _request_timeout=REQUEST_TIMEOUT
-        )
-    )
+    found = get(runtime_nodes_path(name))
     return {"name": name, "uid": found["metadata"]["uid"]}
 
 
 def _delete(namespace: str, name: str) -> None:
     try:
-        core().delete_namespaced_pod(
-            name, namespace, grace_period_seconds=5, propagation_policy="Background", _request_timeout=REQUEST_TIMEOUT
+        request(
+            "DELETE",
+            _pods_path(namespace, name),
+            query=[("gracePeriodSeconds", 5), ("propagationPolicy", "Background")],
         )
     except ApiException as error:
         if error.status != 404:
@@ -80,21 +77,18 @@ def _delete(namespace: str, name: str) -> None:
 
 
 def _delete_leftovers(namespace: str, owner_uid: str, playbook: str) -> None:
-    listed = raw(
-        core().list_namespaced_pod(
-            namespace,
-            label_selector=node_pod.selector(owner_uid, playbook),
-            _preload_content=False,
-            _request_timeout=REQUEST_TIMEOUT,
-        )
-    )
+    listed = get(_pods_path(namespace), query=[("labelSelector", node_pod.selector(owner_uid, playbook))])
     for pod in listed.get("items") or []:
         log.info("deleting the on-node pod %s left by an earlier run", pod["metadata"]["name"])
         _delete(namespace, pod["metadata"]["name"])
 
 
+def _pods_path(namespace: str, name: str = "") -> str:
+    return f"/api/v1/namespaces/{quoted(namespace)}/pods" + (f"/{quoted(name)}" if name else "")
+
+
 def _read(namespace: str, name: str) -> dict[str, Any]:
-    return raw(core().read_namespaced_pod(name, namespace, _preload_content=False, _request_timeout=REQUEST_TIMEOUT))
+    return get(_pods_path(namespace, name))
 
 
 def _wait(settings: Settings, name: str, timeout: int, cancelled: threading.Event) -> tuple[str, dict[str, Any] | None]:
@@ -129,12 +123,15 @@ def _wait(settings: Settings, name: str, timeout: int, cancelled: threading.Even
 
 def _log(namespace: str, name: str) -> str:
     try:
-        answer = core().read_namespaced_pod_log(
-            name, namespace, container=node_pod.CONTAINER, _preload_content=False, _request_timeout=(10, 300)
+        answer = request(
+            "GET",
+            f"{_pods_path(namespace, name)}/log",
+            query=[("container", node_pod.CONTAINER)],
+            timeout=(10, 300),
         )
     except ApiException as error:
         return f"(no log: {server_message(error)})"
-    return answer.data.decode(errors="replace")
+    return answer.decode(errors="replace")
 
 
 def _keep_reports(report_dir: Path, reports: dict[str, str]) -> None:
@@ -178,7 +175,7 @@ def run(
         owner_ref = _owner(owner)
         body = node_pod.manifest(name, namespace, node, image(settings), document, owner_ref, playbook, timeout)
         _delete_leftovers(namespace, owner_ref["uid"], playbook)
-        core().create_namespaced_pod(namespace, body, _request_timeout=REQUEST_TIMEOUT)
+        request("POST", _pods_path(namespace), body)
     except ApiException as error:
         if not permanent(error):
             raise

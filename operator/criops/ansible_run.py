@@ -139,7 +139,8 @@ class PlaybookPool:
         if target.access.connection == "pod":
             result = self._run_on_node(owner, playbook, target, extravars, timeout, meta, run_dir, cancelled)
         else:
-            result = self._run_here(playbook, target, extravars, timeout, key_file, run_dir, cancelled)
+            control_dir = contract.ssh_control_dir(self.settings.state_dir, ssh_key)
+            result = self._run_here(playbook, target, extravars, timeout, key_file, control_dir, run_dir, cancelled)
         result.seconds = round(time.monotonic() - started, 2)
         record.update(status=result.status, seconds=result.seconds, finishedAt=datetime.now(UTC).isoformat())
         (run_dir / "run.json").write_text(json.dumps(record) + "\n")
@@ -153,6 +154,7 @@ class PlaybookPool:
         extravars: dict[str, Any],
         timeout: int,
         key_file: Path | None,
+        control_dir: Path,
         run_dir: Path,
         cancelled: threading.Event,
     ) -> RunResult:
@@ -160,7 +162,7 @@ class PlaybookPool:
         try:
             inventory_dir = write_run_files(
                 run_dir,
-                contract.inventory(target, key_file),
+                contract.inventory(target, key_file, control_dir),
                 {**extravars, contract.REPORT_DIR_VARIABLE: str(run_dir / "reports")},
                 self.settings.group_vars_dir,
             )

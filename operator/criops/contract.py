@@ -26,8 +26,8 @@ Inventory (``inventory`` below)
     One host, named like its Node, in its runtime's group; that group is a
     child of ``cri_nodes`` (core.runtimes.CRI_NODES_GROUP), directly or through
     the row's parent group (kata under containerd), so the shared roles'
-    group_vars apply. SSH hosts get ansible_host/port/user and the run's key
-    file; ``connection: local`` hosts use the controller's Python;
+    group_vars apply. SSH hosts get ansible_host/port/user, the run's key
+    file and the key's own directory of shared SSH connections; ``connection: local`` hosts use the controller's Python;
     ``connection: pod`` hosts are reached from the on-node pod (criops.onnode)
     through ``community.general.chroot`` into the node's root, mounted at ``/host``.
 
@@ -54,6 +54,7 @@ values as data, never as templates.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Iterable
 from pathlib import Path
@@ -76,11 +77,12 @@ HOST_ROOT = "/host"
 CHROOT_CONNECTION = "community.general.chroot"
 
 
-def inventory(target: CheckedSpec, key_file: Path | None) -> dict[str, Any]:
+def inventory(target: CheckedSpec, key_file: Path | None, ssh_control_dir: Path | None = None) -> dict[str, Any]:
     """A one-node inventory: the node in its runtime's group under cri_nodes, reached as spec.access says.
 
     Every value from the spec is marked unsafe; the host name itself is a Node
     name (DNS subdomain syntax, checked), which cannot hold template syntax.
+    SSH hosts keep their shared connections in `ssh_control_dir` (ssh_control_dir below).
     """
     if target.access.connection == "pod":
         # Ansible in the on-node pod, in a chroot of the node's root mounted at HOST_ROOT
@@ -93,10 +95,22 @@ def inventory(target: CheckedSpec, key_file: Path | None) -> dict[str, Any]:
         host.update(mark_unsafe({"ansible_host": target.access.host}), ansible_port=target.access.port)
         if key_file is not None:
             host["ansible_ssh_private_key_file"] = mark_unsafe(str(key_file))
+        if ssh_control_dir is not None:
+            host["ansible_control_path_dir"] = mark_unsafe(str(ssh_control_dir))
     else:
         # criops' own template, not the spec's: the controller's Python runs local tasks.
         host["ansible_python_interpreter"] = "{{ ansible_playbook_python }}"
     return _under_cri_nodes(target, {target.group: {"hosts": {target.node: host}}})
+
+
+def ssh_control_dir(state_dir: Path, ssh_key: str | None) -> Path:
+    """Where a run keeps its SSH connection to share with the next runs (ControlPersist):
+    one directory per key. Ansible names the socket after host, port and user only, so
+    in one directory a run with another key (a rotated Secret, another RuntimeNode naming
+    the same host) would ride on a connection this key opened, and be reported Ready
+    with a key the node refuses. The name is a digest, never the key."""
+    digest = hashlib.sha256((ssh_key or "").encode()).hexdigest()[:12] if ssh_key else "no-key"
+    return state_dir / "ssh" / digest
 
 
 def _under_cri_nodes(target: CheckedSpec, group: dict[str, Any]) -> dict[str, Any]:

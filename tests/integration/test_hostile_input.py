@@ -9,7 +9,7 @@ controller (where the operator runs Ansible) nor on the node. The commands
 would create files in a marker directory that is checked on both.
 
 The cases run in file order on one host: refusals first, then one provisioning
-and the inert validations, the permanent API error, the SSH key, and last the
+and the inert validations, the permanent API error, the SSH keys, and last the
 hostile sandbox image (it leaves containerd with an image no pod can use).
 """
 
@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import base64
 import json
+import subprocess
 import time
 import tomllib
 from collections.abc import Iterator
@@ -30,6 +31,7 @@ from testworld.cluster import (
     SSH_SECRET,
     condition,
     kubectl_json,
+    node_labels,
     operator_world,
     runs,
     runtime_node,
@@ -412,6 +414,37 @@ def test_the_ssh_key_never_appears_in_logs_events_status_or_run_directories(worl
     leaked = [where for where, text in places.items() if any(line in text for line in body)]
     assert leaked == []
     assert not list(world["state"].rglob("ssh-key")), "the key file outlived its run"
+
+
+def test_another_key_never_rides_on_the_connection_the_first_key_opened(world, tmp_path):
+    plane, name, secret = world["plane"], "rotated-key", "criops-unauthorized-key"
+    unauthorized = tmp_path / "id_ed25519"
+    made = subprocess.run(
+        ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(unauthorized)], capture_output=True, text=True
+    )
+    assert made.returncode == 0, made.stderr
+    created = plane.kubectl(
+        "-n", NAMESPACE, "create", "secret", "generic", secret, "--type=kubernetes.io/ssh-auth",
+        f"--from-file=ssh-privatekey={unauthorized}",
+    )  # fmt: skip
+    assert created.returncode == 0, created.stderr
+    assert create(world, hostile(world, name, validation={"focus": QUICK})).returncode == 0
+    settled(world, name, "Ready")
+    # At once, while the first key's SSH connection persists (ControlPersist 60 s) and
+    # ssh would name its socket the same (host, port, user): a key the node never saw.
+    patch = {"spec": {"access": {"sshKeySecretRef": {"name": secret}}}}
+    assert plane.kubectl("patch", "runtimenode", name, "--type=merge", "-p", json.dumps(patch)).returncode == 0
+
+    def second() -> dict[str, Any] | None:
+        status = status_of(world, name)
+        return status if status.get("observedGeneration") == 2 and status.get("phase") in ("Ready", "Failed") else None
+
+    status = wait_for(f"{name} generation 2 done", second, 300)
+    assert status["phase"] == "Failed", condition(status, "Validated")
+    assert "Permission denied" in condition(status, "Validated")["message"]
+    assert node_labels(world).get("criops.dev/validated") != "true"
+    delete(world, name)
+    plane.kubectl("-n", NAMESPACE, "delete", "secret", secret)
 
 
 # --- a corrupt record of criops' labels on the Node: reported, never guessed at -----------

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 from criops import role_variables
-from criops.contract import failures, inventory, validate_vars
+from criops.contract import failures, inventory, ssh_control_dir, validate_vars
 from criops.core import conditions, runtimeclass
 from criops.core.spec import SpecError, kubelet_speaks_only_v1, parse_duration, resolve
 from criops.core.verdicts import probe_due, validated_generation
@@ -170,6 +170,22 @@ def test_the_inventory_holds_one_node_in_its_runtime_group_with_every_string_mar
     ]
     # criops' own template, the one string that is meant to be rendered.
     assert host["ansible_python_interpreter"] == "{{ ansible_playbook_python }}"
+
+
+def test_each_ssh_key_shares_connections_only_with_runs_of_the_same_key(tmp_path: Path):
+    key, other = "-----BEGIN KEY-----\nAAAA\n-----END KEY-----\n", "-----BEGIN KEY-----\nBBBB\n-----END KEY-----\n"
+    assert ssh_control_dir(tmp_path, key) == ssh_control_dir(tmp_path, key)
+    assert ssh_control_dir(tmp_path, key) != ssh_control_dir(tmp_path, other)
+    assert ssh_control_dir(tmp_path, None) not in (ssh_control_dir(tmp_path, key), ssh_control_dir(tmp_path, other))
+    assert ssh_control_dir(tmp_path, key).parent == tmp_path / "ssh"
+    assert "AAAA" not in str(ssh_control_dir(tmp_path, key))
+    # ssh's socket path limit is 104-108 bytes: the socket's name (10) and ssh's temporary suffix (17) fit.
+    assert len(str(ssh_control_dir(Path("/var/lib/criops-operator"), key))) + 28 < 104
+    target = resolve(spec(access={"host": "10.0.0.7", "sshKeySecretRef": {"name": "k"}}))
+    host = inventory(target, Path("/run/key"), ssh_control_dir(tmp_path, key))["all"]["children"]["cri_nodes"][
+        "children"
+    ]["containerd"]["hosts"]["worker-1"]
+    assert host["ansible_control_path_dir"] == {"__ansible_unsafe": str(ssh_control_dir(tmp_path, key))}
 
 
 def test_extra_vars_may_set_the_variables_of_the_roles_that_run_for_the_runtime():

@@ -220,7 +220,9 @@ def test_a_cri_plugin_that_did_not_load_is_explained_by_containerds_own_words() 
         ]
     )
     assert throwaway.cri_plugin_error(log) == (
-        "failed to create CRI service: failed to create fsnotify watcher: too many open files"
+        "failed to create CRI service: failed to create fsnotify watcher: too many open files;"
+        " the node's inotify instances for root are used up (fs.inotify.max_user_instances):"
+        " raise it (kind's known issues suggest 512)"
     )
     quoted = 'msg="failed to load plugin io.containerd.grpc.v1.cri" error="bad \\"x\\" value"'
     assert throwaway.cri_plugin_error(quoted) == 'bad "x" value'

@@ -185,12 +185,22 @@ def cri_load_error(module, unit):
 
 
 def cri_plugin_error(log):
-    """The error of containerd's last `failed to load plugin io.containerd.grpc.v1.cri` line, or ""."""
+    """The error of containerd's last `failed to load plugin io.containerd.grpc.v1.cri` line, or "",
+    with what to do where containerd's words alone do not say it."""
     lines = [line for line in log.splitlines() if "failed to load plugin io.containerd.grpc.v1.cri" in line]
     if not lines:
         return ""
     found = re.search(r'error="((?:[^"\\]|\\.)*)"', lines[-1])
-    return found.group(1).replace('\\"', '"') if found else lines[-1].strip()
+    error = found.group(1).replace('\\"', '"') if found else lines[-1].strip()
+    if "fsnotify watcher: too many open files" in error:
+        # The CRI plugin watches the CNI config directory with inotify. Instances are
+        # counted per user across the node (128 by default): every systemd, containerd
+        # and kubelet of root takes some, and a second containerd may find none left.
+        error += (
+            "; the node's inotify instances for root are used up (fs.inotify.max_user_instances):"
+            " raise it (kind's known issues suggest 512)"
+        )
+    return error
 
 
 def started(module, params):

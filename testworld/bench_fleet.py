@@ -10,7 +10,7 @@ ansible:   site.yml's fresh converge on 1 host, then on `size` hosts from the
            same controller; then no-change re-runs, $BENCH_FLEET_ROUNDS rounds
            (2 unless set), each round running 1 host as configured and `size`
            hosts as configured and with one knob changed: forks 5, strategy
-           free, pipelining off, SSH compression off, fact cache on disk,
+           free, pipelining off, SSH compression on, fact cache on disk,
            ControlPersist's masters cold (a new control path), no ControlMaster.
 operator:  a throwaway control plane, the operator under its ServiceAccount
            with CRIOPS_CONCURRENCY = `size`, the hosts registered as Nodes;
@@ -24,7 +24,7 @@ machine's cores were (all of its CPU time, other work included, over wall time
 times cores). The test hosts share the controller's cores here; the
 controller's CPU per extra host is what a fleet of real machines adds.
 $BENCH_FLEET_PARTS ("ansible operator" unless set) picks the parts, $BENCH_FLEET_KNOBS
-the knobs (all unless set: forks5 free nopipelining nocompression factcache
+the knobs (all unless set: forks5 free nopipelining compression factcache
 cold nocontrolmaster). Progress, each figure as it is measured, goes to stderr.
 """
 
@@ -228,9 +228,9 @@ def ansible_part(workdir: Path, fleet: Fleet, solo: Node, nodes: list[Node], rou
         "forks5": ("forks 5 (Ansible's default)", lambda: {**base, "ANSIBLE_FORKS": "5"}, None),
         "free": ("strategy free", lambda: {**base, "ANSIBLE_STRATEGY": "free"}, None),
         "nopipelining": ("pipelining off", lambda: {**base, "ANSIBLE_PIPELINING": "False"}, None),
-        "nocompression": (
-            "SSH compression off (`ssh_args` without -C)",
-            lambda: {**base, "ANSIBLE_SSH_ARGS": "-o ControlMaster=auto -o ControlPersist=60s"},
+        "compression": (
+            "SSH compression on (`ssh_args` with Ansible's -C)",
+            lambda: {**base, "ANSIBLE_SSH_ARGS": "-C -o ControlMaster=auto -o ControlPersist=60s"},
             None,
         ),
         "factcache": ("fact cache on disk (jsonfile), warm", lambda: fact_cache, None),
@@ -241,7 +241,7 @@ def ansible_part(workdir: Path, fleet: Fleet, solo: Node, nodes: list[Node], rou
         ),
         "nocontrolmaster": (
             "no ControlMaster (a new SSH connection per task)",
-            lambda: {**base, "ANSIBLE_SSH_ARGS": "-C -o ControlMaster=no"},
+            lambda: {**base, "ANSIBLE_SSH_ARGS": "-o ControlMaster=no"},
             {"ansible_ssh_common_args": no_master},
         ),
     }

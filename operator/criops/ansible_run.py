@@ -12,6 +12,7 @@ Ansible starts its commands with argv lists, never through a shell.
 from __future__ import annotations
 
 import asyncio
+import configparser
 import contextlib
 import json
 import logging
@@ -94,7 +95,7 @@ class PlaybookPool:
         target: CheckedSpec,
         extravars: dict[str, Any],
         timeout: int,
-        ssh_key: str | None = None,
+        ssh: contract.SshAccess | None = None,
         meta: dict[str, Any] | None = None,
     ) -> RunResult:
         async with self._slots:
@@ -102,7 +103,7 @@ class PlaybookPool:
             cancelled = threading.Event()
             loop = asyncio.get_running_loop()
             work = loop.run_in_executor(
-                self._threads, self._run, owner, playbook, target, extravars, timeout, ssh_key, meta or {}, cancelled
+                self._threads, self._run, owner, playbook, target, extravars, timeout, ssh, meta or {}, cancelled
             )
             try:
                 return await asyncio.shield(work)
@@ -122,7 +123,7 @@ class PlaybookPool:
         target: CheckedSpec,
         extravars: dict[str, Any],
         timeout: int,
-        ssh_key: str | None,
+        ssh: contract.SshAccess | None,
         meta: dict[str, Any],
         cancelled: threading.Event,
     ) -> RunResult:
@@ -131,16 +132,19 @@ class PlaybookPool:
         run_dir = self._new_run_dir(owner, playbook, record)
         started = time.monotonic()
         key_file = None
-        if ssh_key is not None:
-            key_file = run_dir / "env" / "ssh-key"
-            fd = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            with os.fdopen(fd, "w") as handle:
-                handle.write(ssh_key if ssh_key.endswith("\n") else ssh_key + "\n")
+        if ssh is not None:
+            key_file = write_private(run_dir / "env" / "ssh-key", ssh.key)
         if target.access.connection == "pod":
             result = self._run_on_node(owner, playbook, target, extravars, timeout, meta, run_dir, cancelled)
         else:
-            control_dir = contract.ssh_control_dir(self.settings.state_dir, ssh_key)
-            result = self._run_here(playbook, target, extravars, timeout, key_file, control_dir, run_dir, cancelled)
+            ssh_args = None
+            if ssh is not None and ssh.known_hosts is not None:
+                known_hosts = write_private(run_dir / "env" / "known_hosts", ssh.known_hosts)
+                ssh_args = contract.strict_host_key_args(configured_ssh_args(self.settings.project_dir), known_hosts)
+            inventory = contract.inventory(
+                target, key_file, contract.ssh_control_dir(self.settings.state_dir, ssh), ssh_args
+            )
+            result = self._run_here(playbook, target, extravars, timeout, inventory, key_file, run_dir, cancelled)
         result.seconds = round(time.monotonic() - started, 2)
         record.update(status=result.status, seconds=result.seconds, finishedAt=datetime.now(UTC).isoformat())
         (run_dir / "run.json").write_text(json.dumps(record) + "\n")
@@ -153,8 +157,8 @@ class PlaybookPool:
         target: CheckedSpec,
         extravars: dict[str, Any],
         timeout: int,
+        inventory: dict[str, Any],
         key_file: Path | None,
-        control_dir: Path,
         run_dir: Path,
         cancelled: threading.Event,
     ) -> RunResult:
@@ -162,7 +166,7 @@ class PlaybookPool:
         try:
             inventory_dir = write_run_files(
                 run_dir,
-                contract.inventory(target, key_file, control_dir),
+                inventory,
                 {**extravars, contract.REPORT_DIR_VARIABLE: str(run_dir / "reports")},
                 self.settings.group_vars_dir,
             )
@@ -203,6 +207,25 @@ class PlaybookPool:
             self.settings, owner, target.node, playbook, int(meta.get("generation", 0)), run, run_dir, cancelled
         )
         return RunResult(playbook, status, rc, run_dir, 0.0, failures)
+
+
+def write_private(path: Path, text: str) -> Path:
+    """A new file only its owner may read, ending with a newline (ssh needs one after a key)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(text if text.endswith("\n") else text + "\n")
+    return path
+
+
+# Ansible's own ssh_args, when ansible.cfg names none.
+ANSIBLE_DEFAULT_SSH_ARGS = "-C -o ControlMaster=auto -o ControlPersist=60s"
+
+
+def configured_ssh_args(project_dir: Path) -> str:
+    """ssh_args of the project's ansible.cfg, the base a host's own ssh_args must keep."""
+    parser = configparser.ConfigParser(interpolation=None)
+    parser.read(project_dir / "ansible.cfg")
+    return parser.get("ssh_connection", "ssh_args", fallback=ANSIBLE_DEFAULT_SSH_ARGS)
 
 
 def group_vars_files(directory: Path | None) -> dict[str, str]:

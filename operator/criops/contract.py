@@ -56,7 +56,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shlex
 from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -77,12 +79,15 @@ HOST_ROOT = "/host"
 CHROOT_CONNECTION = "community.general.chroot"
 
 
-def inventory(target: CheckedSpec, key_file: Path | None, ssh_control_dir: Path | None = None) -> dict[str, Any]:
+def inventory(
+    target: CheckedSpec, key_file: Path | None, ssh_control_dir: Path | None = None, ssh_args: str | None = None
+) -> dict[str, Any]:
     """A one-node inventory: the node in its runtime's group under cri_nodes, reached as spec.access says.
 
     Every value from the spec is marked unsafe; the host name itself is a Node
     name (DNS subdomain syntax, checked), which cannot hold template syntax.
-    SSH hosts keep their shared connections in `ssh_control_dir` (ssh_control_dir below).
+    SSH hosts keep their shared connections in `ssh_control_dir` (ssh_control_dir below);
+    `ssh_args`, when given, replaces ansible.cfg's for the host (strict_host_key_args).
     """
     if target.access.connection == "pod":
         # Ansible in the on-node pod, in a chroot of the node's root mounted at HOST_ROOT
@@ -97,20 +102,47 @@ def inventory(target: CheckedSpec, key_file: Path | None, ssh_control_dir: Path 
             host["ansible_ssh_private_key_file"] = mark_unsafe(str(key_file))
         if ssh_control_dir is not None:
             host["ansible_control_path_dir"] = mark_unsafe(str(ssh_control_dir))
+        if ssh_args is not None:
+            host.update(ansible_host_key_checking=True, ansible_ssh_args=mark_unsafe(ssh_args))
     else:
         # criops' own template, not the spec's: the controller's Python runs local tasks.
         host["ansible_python_interpreter"] = "{{ ansible_playbook_python }}"
     return _under_cri_nodes(target, {target.group: {"hosts": {target.node: host}}})
 
 
-def ssh_control_dir(state_dir: Path, ssh_key: str | None) -> Path:
+@dataclass(frozen=True)
+class SshAccess:
+    """What a RuntimeNode's Secret holds for SSH: the private key (``ssh-privatekey``) and,
+    when the Secret has them, the node's host keys (``known_hosts``: ssh-keyscan's lines)."""
+
+    key: str
+    known_hosts: str | None = None
+
+
+def ssh_control_dir(state_dir: Path, ssh: SshAccess | None) -> Path:
     """Where a run keeps its SSH connection to share with the next runs (ControlPersist):
-    one directory per key. Ansible names the socket after host, port and user only, so
-    in one directory a run with another key (a rotated Secret, another RuntimeNode naming
-    the same host) would ride on a connection this key opened, and be reported Ready
-    with a key the node refuses. The name is a digest, never the key."""
-    digest = hashlib.sha256((ssh_key or "").encode()).hexdigest()[:12] if ssh_key else "no-key"
+    one directory per key and host keys. Ansible names the socket after host, port and
+    user only, so in one directory a run with another key (a rotated Secret, another
+    RuntimeNode naming the same host) would ride on a connection this key opened, and be
+    reported Ready with a key the node refuses; a run with host keys would ride on a
+    connection whose host was never checked against them. The name is a digest, never
+    the key."""
+    if ssh is None:
+        return state_dir / "ssh" / "no-key"
+    digest = hashlib.sha256(json.dumps([ssh.key, ssh.known_hosts]).encode()).hexdigest()[:12]
     return state_dir / "ssh" / digest
+
+
+def strict_host_key_args(ssh_args: str, known_hosts_file: Path) -> str:
+    """ansible.cfg's ssh_args, then the options that check the node's host key against
+    exactly `known_hosts_file`. ssh keeps an option's first value and ssh_args come first
+    on its command line: a site's ansible_ssh_common_args that turns checking off (as a
+    test inventory may) cannot undo them."""
+    checked = (
+        f"-o StrictHostKeyChecking=yes -o UserKnownHostsFile={shlex.quote(str(known_hosts_file))}"
+        " -o GlobalKnownHostsFile=/dev/null"
+    )
+    return f"{ssh_args} {checked}".strip()
 
 
 def _under_cri_nodes(target: CheckedSpec, group: dict[str, Any]) -> dict[str, Any]:

@@ -47,17 +47,17 @@ class NodePlaybooks:
     async def run(
         self, name: str, playbook: str, target: CheckedSpec, extravars: dict[str, Any], timeout: int, **meta: Any
     ) -> RunResult:
-        key = None
+        ssh = None
         if target.access.connection == "ssh":
             try:
-                key = await client.ssh_key(self.settings.namespace, target.access.secret)
+                ssh = await client.ssh_access(self.settings.namespace, target.access.secret)
             except client.SecretError as error:
                 raise TransientError(str(error)) from None
         elif target.access.connection == "pod" and await client.read_node(target.node) is None:
             raise TransientError(
                 f"Node {target.node} has not joined: connection pod runs on a joined Node (use ssh before it joins)"
             )
-        return await self.pool.run(name, playbook, target, extravars, timeout, ssh_key=key, meta=meta)
+        return await self.pool.run(name, playbook, target, extravars, timeout, ssh=ssh, meta=meta)
 
 
 class Provisioner:

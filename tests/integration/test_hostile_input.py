@@ -447,6 +447,58 @@ def test_another_key_never_rides_on_the_connection_the_first_key_opened(world, t
     plane.kubectl("-n", NAMESPACE, "delete", "secret", secret)
 
 
+def pinned_secret(world: dict, name: str, key: Path, known_hosts: str, workdir: Path) -> None:
+    """A Secret with the test key and `known_hosts` as the node's host keys."""
+    lines = workdir / f"{name}.known_hosts"
+    lines.write_text(known_hosts)
+    created = world["plane"].kubectl(
+        "-n", NAMESPACE, "create", "secret", "generic", name, "--type=kubernetes.io/ssh-auth",
+        f"--from-file=ssh-privatekey={key}", f"--from-file=known_hosts={lines}",
+    )  # fmt: skip
+    assert created.returncode == 0, created.stderr
+
+
+def test_host_keys_in_the_secret_are_checked_even_where_the_site_turns_checking_off(world, tmp_path):
+    # The test world's group_vars turn host key checking off (its hosts get new keys
+    # each time); a Secret's known_hosts must still be checked, exactly.
+    plane, port = world["plane"], world["port"]
+    secret = kubectl_json(plane, "-n", NAMESPACE, "get", "secret", SSH_SECRET)
+    key = tmp_path / "id_ed25519"
+    key.write_bytes(base64.b64decode(secret["data"]["ssh-privatekey"]))
+    scanned = subprocess.run(
+        ["ssh-keyscan", "-t", "ed25519", "-p", str(port), "127.0.0.1"], capture_output=True, text=True, timeout=30
+    )
+    assert scanned.returncode == 0 and scanned.stdout.strip(), scanned.stderr
+    impostor = tmp_path / "impostor"
+    made = subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(impostor)], capture_output=True)
+    assert made.returncode == 0, made.stderr
+    wrong = f"[127.0.0.1]:{port} " + " ".join(impostor.with_suffix(".pub").read_text().split()[:2]) + "\n"
+    pinned_secret(world, "criops-pinned-right", key, scanned.stdout, tmp_path)
+    pinned_secret(world, "criops-pinned-wrong", key, wrong, tmp_path)
+
+    for name, secret_name in (("pinned-wrong", "criops-pinned-wrong"), ("pinned-right", "criops-pinned-right")):
+        manifest = hostile(world, name, validation={"focus": QUICK})
+        manifest["spec"]["access"]["sshKeySecretRef"] = {"name": secret_name}
+        assert create(world, manifest).returncode == 0
+    failed = settled(world, "pinned-wrong", "Ready", "Failed")
+    assert failed["phase"] == "Failed", condition(failed, "Validated")
+    message = condition(failed, "Validated")["message"]
+    assert "Host key verification failed" in message or "REMOTE HOST IDENTIFICATION HAS CHANGED" in message, message
+    ready = settled(world, "pinned-right", "Ready", "Failed")
+    assert ready["phase"] == "Ready", condition(ready, "Validated")
+    # The Ready run was checked: its inventory asked for it, against the Secret's lines.
+    run = runs(world["state"], "pinned-right")[-1]["dir"]
+    host = json.loads((run / "inventory" / "hosts.json").read_text())["all"]["children"]["cri_nodes"]["children"][
+        "containerd"
+    ]["hosts"][world["host"].name]
+    assert "StrictHostKeyChecking=yes" in host["ansible_ssh_args"]["__ansible_unsafe"]
+    assert (run / "env" / "known_hosts").read_text() == scanned.stdout
+    for name in ("pinned-wrong", "pinned-right"):
+        delete(world, name)
+    for name in ("criops-pinned-right", "criops-pinned-wrong"):
+        plane.kubectl("-n", NAMESPACE, "delete", "secret", name)
+
+
 # --- a corrupt record of criops' labels on the Node: reported, never guessed at -----------
 def test_a_corrupt_ownership_record_is_reported_and_other_labels_are_left_alone(world):
     plane, node, name = world["plane"], world["host"].name, "corrupt-record"

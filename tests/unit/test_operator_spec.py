@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import base64
 import copy
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 from criops import role_variables
-from criops.contract import failures, inventory, ssh_control_dir, validate_vars
+from criops.contract import SshAccess, failures, inventory, ssh_control_dir, strict_host_key_args, validate_vars
 from criops.core import conditions, runtimeclass
 from criops.core.spec import SpecError, kubelet_speaks_only_v1, parse_duration, resolve
 from criops.core.verdicts import probe_due, validated_generation
+from criops.kube.client import SecretError, ssh_access_from_secret
 
 ROLE_VARIABLES = role_variables.load(Path(__file__).resolve().parents[2])
 
@@ -173,12 +175,14 @@ def test_the_inventory_holds_one_node_in_its_runtime_group_with_every_string_mar
 
 
 def test_each_ssh_key_shares_connections_only_with_runs_of_the_same_key(tmp_path: Path):
-    key, other = "-----BEGIN KEY-----\nAAAA\n-----END KEY-----\n", "-----BEGIN KEY-----\nBBBB\n-----END KEY-----\n"
-    assert ssh_control_dir(tmp_path, key) == ssh_control_dir(tmp_path, key)
-    assert ssh_control_dir(tmp_path, key) != ssh_control_dir(tmp_path, other)
-    assert ssh_control_dir(tmp_path, None) not in (ssh_control_dir(tmp_path, key), ssh_control_dir(tmp_path, other))
-    assert ssh_control_dir(tmp_path, key).parent == tmp_path / "ssh"
-    assert "AAAA" not in str(ssh_control_dir(tmp_path, key))
+    key = SshAccess("-----BEGIN KEY-----\nAAAA\n-----END KEY-----\n")
+    other = SshAccess("-----BEGIN KEY-----\nBBBB\n-----END KEY-----\n")
+    checked = SshAccess(key.key, "[10.0.0.7]:22 ssh-ed25519 AAAAC3Nz\n")
+    assert ssh_control_dir(tmp_path, key) == ssh_control_dir(tmp_path, SshAccess(key.key))
+    dirs = {ssh_control_dir(tmp_path, access) for access in (key, other, checked, None)}
+    assert len(dirs) == 4
+    assert {d.parent for d in dirs} == {tmp_path / "ssh"}
+    assert not any("AAAA" in str(d) for d in dirs)
     # ssh's socket path limit is 104-108 bytes: the socket's name (10) and ssh's temporary suffix (17) fit.
     assert len(str(ssh_control_dir(Path("/var/lib/criops-operator"), key))) + 28 < 104
     target = resolve(spec(access={"host": "10.0.0.7", "sshKeySecretRef": {"name": "k"}}))
@@ -186,6 +190,37 @@ def test_each_ssh_key_shares_connections_only_with_runs_of_the_same_key(tmp_path
         "children"
     ]["containerd"]["hosts"]["worker-1"]
     assert host["ansible_control_path_dir"] == {"__ansible_unsafe": str(ssh_control_dir(tmp_path, key))}
+    assert "ansible_ssh_args" not in host
+
+
+def test_host_keys_from_the_secret_are_checked_strictly_whatever_the_site_sets(tmp_path: Path):
+    args = strict_host_key_args("-o ControlMaster=auto -o ControlPersist=60s", tmp_path / "a dir" / "known_hosts")
+    assert args == (
+        "-o ControlMaster=auto -o ControlPersist=60s -o StrictHostKeyChecking=yes"
+        f" -o UserKnownHostsFile='{tmp_path}/a dir/known_hosts' -o GlobalKnownHostsFile=/dev/null"
+    )
+    target = resolve(spec(access={"host": "10.0.0.7", "sshKeySecretRef": {"name": "k"}}))
+    host = inventory(target, Path("/run/key"), tmp_path, args)["all"]["children"]["cri_nodes"]["children"][
+        "containerd"
+    ]["hosts"]["worker-1"]
+    assert host["ansible_host_key_checking"] is True
+    assert host["ansible_ssh_args"] == {"__ansible_unsafe": args}
+
+
+def test_the_secret_gives_a_key_and_maybe_host_keys_never_an_empty_list():
+    def secret(**data: str) -> dict:
+        return {"data": {k.replace("_", "-") if k != "known_hosts" else k: b64(v) for k, v in data.items()}}
+
+    def b64(text: str) -> str:
+        return base64.b64encode(text.encode()).decode()
+
+    assert ssh_access_from_secret("ns", "s", secret(ssh_privatekey="KEY")) == SshAccess("KEY", None)
+    lines = "# node-1\n[10.0.0.7]:2222 ssh-ed25519 AAAAC3Nz\n"
+    assert ssh_access_from_secret("ns", "s", secret(ssh_privatekey="KEY", known_hosts=lines)).known_hosts == lines
+    with pytest.raises(SecretError, match="Secret ns/s has no key ssh-privatekey"):
+        ssh_access_from_secret("ns", "s", secret(known_hosts=lines))
+    with pytest.raises(SecretError, match="Secret ns/s has an empty known_hosts"):
+        ssh_access_from_secret("ns", "s", secret(ssh_privatekey="KEY", known_hosts="# nothing\n\n"))
 
 
 def test_extra_vars_may_set_the_variables_of_the_roles_that_run_for_the_runtime():

@@ -26,6 +26,7 @@ from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
 from ..api import API_VERSION, GROUP, PLURAL, VERSION
+from ..contract import SshAccess
 from ..core import runtimeclass
 from ..settings import Settings
 
@@ -205,20 +206,34 @@ async def post_event(namespace: str, obj: dict[str, Any], kind: str, reason: str
     await asyncio.to_thread(request, "POST", f"/api/v1/namespaces/{quoted(namespace)}/events", event)
 
 
-async def ssh_key(namespace: str, name: str) -> str:
-    """The private key in Secret `namespace/name`, key ssh-privatekey (type kubernetes.io/ssh-auth)."""
+def ssh_access_from_secret(namespace: str, name: str, secret: dict[str, Any]) -> SshAccess:
+    """SshAccess from a Secret's data: ssh-privatekey (required), known_hosts (optional)."""
+    data = secret.get("data") or {}
+    if not data.get("ssh-privatekey"):
+        raise SecretError(f"Secret {namespace}/{name} has no key ssh-privatekey")
+    key = base64.b64decode(data["ssh-privatekey"]).decode()
+    known_hosts = None
+    if "known_hosts" in data:
+        known_hosts = base64.b64decode(data["known_hosts"]).decode(errors="replace")
+        if not any(line.strip() and not line.lstrip().startswith("#") for line in known_hosts.splitlines()):
+            raise SecretError(
+                f"Secret {namespace}/{name} has an empty known_hosts: give the node's host keys"
+                " (ssh-keyscan) or leave the key out"
+            )
+    return SshAccess(key, known_hosts)
 
-    def call() -> str:
+
+async def ssh_access(namespace: str, name: str) -> SshAccess:
+    """The SSH key and host keys in Secret `namespace/name` (type kubernetes.io/ssh-auth)."""
+
+    def call() -> SshAccess:
         try:
             secret = get(f"/api/v1/namespaces/{quoted(namespace)}/secrets/{quoted(name)}")
         except ApiException as error:
             if error.status == 404:
                 raise SecretError(f"Secret {namespace}/{name} not found (spec.access.sshKeySecretRef.name)") from None
             raise
-        encoded = (secret.get("data") or {}).get("ssh-privatekey")
-        if not encoded:
-            raise SecretError(f"Secret {namespace}/{name} has no key ssh-privatekey")
-        return base64.b64decode(encoded).decode()
+        return ssh_access_from_secret(namespace, name, secret)
 
     return await asyncio.to_thread(call)
 

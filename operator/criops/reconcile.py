@@ -11,7 +11,9 @@ kopf's handlers (criops.handlers) only gather what kopf gives them and call in h
 
 from __future__ import annotations
 
+import asyncio
 import logging
+from collections import defaultdict
 from typing import Any
 
 from . import contract
@@ -43,6 +45,9 @@ class NodePlaybooks:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.pool = PlaybookPool(settings)
+        # Runs on one Node never overlap, whichever RuntimeNode asks: two may name one
+        # Node (a handler each), and validation's throwaway containerd is one per node.
+        self._node_locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
 
     async def run(
         self, name: str, playbook: str, target: CheckedSpec, extravars: dict[str, Any], timeout: int, **meta: Any
@@ -57,7 +62,8 @@ class NodePlaybooks:
             raise TransientError(
                 f"Node {target.node} has not joined: connection pod runs on a joined Node (use ssh before it joins)"
             )
-        return await self.pool.run(name, playbook, target, extravars, timeout, ssh=ssh, meta=meta)
+        async with self._node_locks[target.node]:
+            return await self.pool.run(name, playbook, target, extravars, timeout, ssh=ssh, meta=meta)
 
 
 class Provisioner:

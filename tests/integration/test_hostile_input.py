@@ -9,8 +9,9 @@ controller (where the operator runs Ansible) nor on the node. The commands
 would create files in a marker directory that is checked on both.
 
 The cases run in file order on one host: refusals first, then one provisioning
-and the inert validations, the permanent API error, the SSH keys, and last the
-hostile sandbox image (it leaves containerd with an image no pod can use).
+and the inert validations, the permanent API error, the SSH keys and host keys,
+two RuntimeNodes for one Node, and last the hostile sandbox image (it leaves
+containerd with an image no pod can use).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import subprocess
 import time
 import tomllib
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -497,6 +499,22 @@ def test_host_keys_in_the_secret_are_checked_even_where_the_site_turns_checking_
         delete(world, name)
     for name in ("criops-pinned-right", "criops-pinned-wrong"):
         plane.kubectl("-n", NAMESPACE, "delete", "secret", name)
+
+
+# --- two RuntimeNodes for one Node (a handler each) take turns on it ------------------------
+def test_two_runtime_nodes_for_one_node_take_turns(world):
+    names = {"turns-runc": "runc", "turns-crun": "crun"}
+    for name, handler in names.items():
+        assert create(world, hostile(world, name, runtimeHandler=handler, validation={"focus": QUICK})).returncode == 0
+    for name in names:
+        status = settled(world, name, "Ready", "Failed")
+        assert status["phase"] == "Ready", condition(status, "Validated")
+    # Validation's throwaway containerd is one per node: the runs did not overlap.
+    first, second = sorted((runs(world["state"], name)[0] for name in names), key=lambda r: r["startedAt"])
+    started = datetime.strptime(second["startedAt"], "%Y%m%dT%H%M%S.%fZ").replace(tzinfo=UTC)
+    assert datetime.fromisoformat(first["finishedAt"]) <= started, (first, second)
+    for name in names:
+        delete(world, name)
 
 
 # --- a corrupt record of criops' labels on the Node: reported, never guessed at -----------

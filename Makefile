@@ -23,7 +23,7 @@ test: bootstrap lint unit
 lint:
 	$(VENV)/ruff check .
 	$(VENV)/ruff format --check .
-	$(VENV)/ansible-lint --profile production roles playbooks molecule
+	$(VENV)/ansible-lint --profile production roles playbooks molecule inventory
 	$(VENV)/python hack/check-argument-specs.py
 
 unit:

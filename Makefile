@@ -3,6 +3,13 @@ SHELL := /bin/bash
 VENV := .venv/bin
 export PATH := $(CURDIR)/$(VENV):$(PATH)
 export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
+# Tools keep their state in criops' cache (hack/lib.sh), not in the home
+# directory: Ansible's (temporary files, SSH control sockets, molecule's
+# scenario state), async job files of local runs, kubectl's discovery cache.
+CRIOPS_CACHE ?= $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/criops
+export ANSIBLE_HOME := $(CRIOPS_CACHE)/ansible
+export ANSIBLE_ASYNC_DIR := $(CRIOPS_CACHE)/ansible/async
+export KUBECACHEDIR := $(CRIOPS_CACHE)/kube-cache
 
 .PHONY: bootstrap demo test lint unit integration molecule critest-virtlet bench bench-operator bench-fleet image clean
 

@@ -4,8 +4,9 @@ VENV := .venv/bin
 export PATH := $(CURDIR)/$(VENV):$(PATH)
 export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 # Tools keep their state in criops' cache (hack/lib.sh), not in the home
-# directory: Ansible's (temporary files, SSH control sockets, molecule's
-# scenario state), async job files of local runs, kubectl's discovery cache.
+# directory: Ansible's temporary files and molecule's scenario state, async job
+# files of local runs, kubectl's discovery cache (docs/test-environment.md
+# says what still lands there).
 CRIOPS_CACHE ?= $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/criops
 export ANSIBLE_HOME := $(CRIOPS_CACHE)/ansible
 export ANSIBLE_ASYNC_DIR := $(CRIOPS_CACHE)/ansible/async

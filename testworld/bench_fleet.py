@@ -229,8 +229,8 @@ def ansible_part(workdir: Path, fleet: Fleet, solo: Node, nodes: list[Node], rou
         "free": ("strategy free", lambda: {**base, "ANSIBLE_STRATEGY": "free"}, None),
         "nopipelining": ("pipelining off", lambda: {**base, "ANSIBLE_PIPELINING": "False"}, None),
         "compression": (
-            "SSH compression on (`ssh_args` with Ansible's -C)",
-            lambda: {**base, "ANSIBLE_SSH_ARGS": "-C -o ControlMaster=auto -o ControlPersist=60s"},
+            "SSH compression on (Ansible's -C, added to ansible.cfg's `ssh_args`)",
+            lambda: {**base, "ANSIBLE_SSH_EXTRA_ARGS": "-C"},
             None,
         ),
         "factcache": ("fact cache on disk (jsonfile), warm", lambda: fact_cache, None),

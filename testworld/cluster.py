@@ -67,6 +67,20 @@ def install_crd(plane: ControlPlane) -> None:
     assert established.returncode == 0, established.stderr
 
 
+def create_ssh_secret(
+    plane: ControlPlane, name: str, key: Path, known_hosts: Path | None = None, exist_ok: bool = False
+) -> None:
+    """A kubernetes.io/ssh-auth Secret in the operator's namespace: the private key file,
+    and the node's host keys as known_hosts when given."""
+    files = [f"--from-file=ssh-privatekey={key}"]
+    if known_hosts is not None:
+        files.append(f"--from-file=known_hosts={known_hosts}")
+    made = plane.kubectl(
+        "-n", NAMESPACE, "create", "secret", "generic", name, "--type=kubernetes.io/ssh-auth", *files
+    )  # fmt: skip
+    assert made.returncode == 0 or (exist_ok and "already exists" in made.stderr), made.stderr
+
+
 def install_operator_access(plane: ControlPlane, workdir: Path) -> Path:
     """Namespace + RBAC from operator/manifests, the SSH key Secret, and a kubeconfig
     holding a token of the operator's ServiceAccount (so its RBAC is what is tested)."""
@@ -74,12 +88,7 @@ def install_operator_access(plane: ControlPlane, workdir: Path) -> Path:
     for name in ("namespace.yaml", "rbac.yaml"):
         applied = plane.kubectl("apply", "-f", str(manifests / name))
         assert applied.returncode == 0, applied.stderr
-    key = cache_dir() / "ssh" / "id_ed25519"
-    secret = plane.kubectl(
-        "-n", NAMESPACE, "create", "secret", "generic", SSH_SECRET, "--type=kubernetes.io/ssh-auth",
-        f"--from-file=ssh-privatekey={key}",
-    )  # fmt: skip
-    assert secret.returncode == 0 or "already exists" in secret.stderr, secret.stderr
+    create_ssh_secret(plane, SSH_SECRET, cache_dir() / "ssh" / "id_ed25519", exist_ok=True)
     token = plane.kubectl("-n", NAMESPACE, "create", "token", "criops-operator", "--duration=6h")
     assert token.returncode == 0, token.stderr
     admin = kubectl_json(plane, "config", "view", "--raw")

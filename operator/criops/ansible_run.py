@@ -72,6 +72,8 @@ class PlaybookPool:
         # Runs last minutes: their own threads, so API calls never queue behind them.
         self._threads = ThreadPoolExecutor(settings.concurrency, "criops-playbook")
         self.active = 0
+        # The base of a host's own ssh_args when its host keys are pinned (ansible.cfg's).
+        self._ssh_args = configured_ssh_args(settings.project_dir)
 
     def close(self) -> None:
         """Start no more runs; runs still going are stopped by their cancelled handlers."""
@@ -140,7 +142,7 @@ class PlaybookPool:
             ssh_args = None
             if ssh is not None and ssh.known_hosts is not None:
                 known_hosts = write_private(run_dir / "env" / "known_hosts", ssh.known_hosts)
-                ssh_args = contract.strict_host_key_args(configured_ssh_args(self.settings.project_dir), known_hosts)
+                ssh_args = contract.strict_host_key_args(self._ssh_args, known_hosts)
             inventory = contract.inventory(
                 target, key_file, contract.ssh_control_dir(self.settings.state_dir, ssh), ssh_args
             )

@@ -27,7 +27,9 @@ Inventory (``inventory`` below)
     child of ``cri_nodes`` (core.runtimes.CRI_NODES_GROUP), directly or through
     the row's parent group (kata under containerd), so the shared roles'
     group_vars apply. SSH hosts get ansible_host/port/user, the run's key
-    file and the key's own directory of shared SSH connections; ``connection: local`` hosts use the controller's Python;
+    file, the key's own directory of shared SSH connections and, where the
+    Secret pins host keys, ssh_args that check them strictly (SshAccess below);
+    ``connection: local`` hosts use the controller's Python;
     ``connection: pod`` hosts are reached from the on-node pod (criops.onnode)
     through ``community.general.chroot`` into the node's root, mounted at ``/host``.
 

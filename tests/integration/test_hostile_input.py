@@ -32,6 +32,7 @@ from testworld.cluster import (
     NAMESPACE,
     SSH_SECRET,
     condition,
+    create_ssh_secret,
     kubectl_json,
     node_labels,
     operator_world,
@@ -420,16 +421,7 @@ def test_the_ssh_key_never_appears_in_logs_events_status_or_run_directories(worl
 
 def test_another_key_never_rides_on_the_connection_the_first_key_opened(world, tmp_path):
     plane, name, secret = world["plane"], "rotated-key", "criops-unauthorized-key"
-    unauthorized = tmp_path / "id_ed25519"
-    made = subprocess.run(
-        ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(unauthorized)], capture_output=True, text=True
-    )
-    assert made.returncode == 0, made.stderr
-    created = plane.kubectl(
-        "-n", NAMESPACE, "create", "secret", "generic", secret, "--type=kubernetes.io/ssh-auth",
-        f"--from-file=ssh-privatekey={unauthorized}",
-    )  # fmt: skip
-    assert created.returncode == 0, created.stderr
+    create_ssh_secret(plane, secret, new_ed25519_key(tmp_path / "id_ed25519"))
     assert create(world, hostile(world, name, validation={"focus": QUICK})).returncode == 0
     settled(world, name, "Ready")
     # At once, while the first key's SSH connection persists (ControlPersist 60 s) and
@@ -449,15 +441,11 @@ def test_another_key_never_rides_on_the_connection_the_first_key_opened(world, t
     plane.kubectl("-n", NAMESPACE, "delete", "secret", secret)
 
 
-def pinned_secret(world: dict, name: str, key: Path, known_hosts: str, workdir: Path) -> None:
-    """A Secret with the test key and `known_hosts` as the node's host keys."""
-    lines = workdir / f"{name}.known_hosts"
-    lines.write_text(known_hosts)
-    created = world["plane"].kubectl(
-        "-n", NAMESPACE, "create", "secret", "generic", name, "--type=kubernetes.io/ssh-auth",
-        f"--from-file=ssh-privatekey={key}", f"--from-file=known_hosts={lines}",
-    )  # fmt: skip
-    assert created.returncode == 0, created.stderr
+def new_ed25519_key(path: Path) -> Path:
+    """A new ed25519 key pair at `path` (private) and `path`.pub; the private key's path."""
+    made = subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(path)], capture_output=True)
+    assert made.returncode == 0, made.stderr
+    return path
 
 
 def test_host_keys_in_the_secret_are_checked_even_where_the_site_turns_checking_off(world, tmp_path):
@@ -471,12 +459,11 @@ def test_host_keys_in_the_secret_are_checked_even_where_the_site_turns_checking_
         ["ssh-keyscan", "-t", "ed25519", "-p", str(port), "127.0.0.1"], capture_output=True, text=True, timeout=30
     )
     assert scanned.returncode == 0 and scanned.stdout.strip(), scanned.stderr
-    impostor = tmp_path / "impostor"
-    made = subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(impostor)], capture_output=True)
-    assert made.returncode == 0, made.stderr
+    impostor = new_ed25519_key(tmp_path / "impostor")
     wrong = f"[127.0.0.1]:{port} " + " ".join(impostor.with_suffix(".pub").read_text().split()[:2]) + "\n"
-    pinned_secret(world, "criops-pinned-right", key, scanned.stdout, tmp_path)
-    pinned_secret(world, "criops-pinned-wrong", key, wrong, tmp_path)
+    for name, lines in (("criops-pinned-right", scanned.stdout), ("criops-pinned-wrong", wrong)):
+        (tmp_path / name).write_text(lines)
+        create_ssh_secret(plane, name, key, known_hosts=tmp_path / name)
 
     for name, secret_name in (("pinned-wrong", "criops-pinned-wrong"), ("pinned-right", "criops-pinned-right")):
         manifest = hostile(world, name, validation={"focus": QUICK})

@@ -5,11 +5,15 @@ export PATH := $(CURDIR)/$(VENV):$(PATH)
 export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 # Tools keep their state in criops' cache (hack/lib.sh), not in the home
 # directory: Ansible's temporary files and molecule's scenario state, async job
-# files of local runs, kubectl's discovery cache (docs/test-environment.md
-# says what still lands there).
+# files of local runs, SSH control sockets, kubectl's discovery cache
+# (docs/test-environment.md; the integration suite sets the same by itself).
 CRIOPS_CACHE ?= $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/criops
 export ANSIBLE_HOME := $(CRIOPS_CACHE)/ansible
 export ANSIBLE_ASYNC_DIR := $(CRIOPS_CACHE)/ansible/async
+# For tasks delegated to this machine (artifact_fetch); a node only gets the path.
+export ANSIBLE_REMOTE_TMP := $(CRIOPS_CACHE)/ansible/remote-tmp
+# The SSH plugin's control path default (~/.ansible/cp) does not follow ANSIBLE_HOME.
+export ANSIBLE_SSH_CONTROL_PATH_DIR := $(CRIOPS_CACHE)/ansible/cp
 export KUBECACHEDIR := $(CRIOPS_CACHE)/kube-cache
 
 .PHONY: bootstrap demo test lint unit integration molecule critest-virtlet bench bench-operator bench-fleet image clean
@@ -28,10 +32,11 @@ demo: bootstrap
 test: bootstrap lint unit
 	$(MAKE) --no-print-directory -j2 --output-sync=target integration molecule
 
+# ansible-lint keeps its cache under XDG_CACHE_HOME (else ~/.cache).
 lint:
 	$(VENV)/ruff check .
 	$(VENV)/ruff format --check .
-	$(VENV)/ansible-lint --profile production roles playbooks molecule inventory
+	XDG_CACHE_HOME=$(CRIOPS_CACHE) $(VENV)/ansible-lint --profile production roles playbooks molecule inventory
 	$(VENV)/python hack/check-argument-specs.py
 
 unit:

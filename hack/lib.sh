@@ -11,6 +11,9 @@ CRIOPS_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 CRIOPS_CACHE="${CRIOPS_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/criops}"
 CRIOPS_BIN="$CRIOPS_CACHE/bin"
 mkdir -p "$CRIOPS_BIN"
+# Go's build cache with the rest, not in ~/.cache/go-build (a build script may
+# still give itself one of its own).
+export GOCACHE="${GOCACHE:-$CRIOPS_CACHE/gocache}"
 
 log() { printf '[criops %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 die() { log "error: $*"; exit 1; }

@@ -33,7 +33,13 @@ archive=$(fetch_source SINGULARITY)
 # then the same on every build.
 work="$CRIOPS_CACHE/build/singularity-$version"
 rm -rf "$work"
-trap 'chmod -R u+w "$work" 2>/dev/null; rm -rf "$work"' EXIT
+# The build runs the new singularity, which makes itself a .singularity in the
+# home directory of the passwd entry (not $HOME): taken away again when the
+# build made it.
+user_conf="$(getent passwd "$(id -u)" | cut -d: -f6)/.singularity"
+made_user_conf=true
+[[ ! -e $user_conf ]] || made_user_conf=false
+trap 'chmod -R u+w "$work" 2>/dev/null; rm -rf "$work"; ! $made_user_conf || rm -rf "$user_conf"' EXIT
 unpack_source "$archive" "$work/src" "${patches[@]}"
 
 # Modules mode from vendor/ only: nothing is fetched. Its own Go cache: the

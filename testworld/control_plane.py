@@ -43,6 +43,25 @@ def cache_dir() -> Path:
     return Path(os.environ.get("CRIOPS_CACHE", default))
 
 
+# Where Ansible and kubectl keep their state, under cache_dir(): the same
+# variables the Makefile exports, so that runs of the tests outside make leave
+# the home directory alone too. ANSIBLE_REMOTE_TMP is for the tasks the roles
+# delegate to the controller (artifact_fetch); on a node it is only a path.
+TOOL_STATE = {
+    "ANSIBLE_HOME": "ansible",
+    "ANSIBLE_ASYNC_DIR": "ansible/async",
+    "ANSIBLE_REMOTE_TMP": "ansible/remote-tmp",
+    "ANSIBLE_SSH_CONTROL_PATH_DIR": "ansible/cp",
+    "KUBECACHEDIR": "kube-cache",
+}
+
+
+def keep_tool_state_in_cache() -> None:
+    """Point TOOL_STATE's variables into the cache, unless already set."""
+    for name, path in TOOL_STATE.items():
+        os.environ.setdefault(name, str(cache_dir() / path))
+
+
 def k8s_binary(name: str) -> Path:
     pins = versions()
     if name == "etcd":

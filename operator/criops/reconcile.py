@@ -12,8 +12,10 @@ kopf's handlers (criops.handlers) only gather what kopf gives them and call in h
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections import defaultdict
+from collections.abc import AsyncIterator
 from typing import Any
 
 from . import contract
@@ -38,6 +40,31 @@ class TransientError(Exception):
         self.reason = reason
 
 
+class MachineLocks:
+    """Runs on one machine never overlap, whichever RuntimeNode asks: two may name one Node
+    (a handler each), two Node names may reach one SSH address, and validation's throwaway
+    containerd is one per machine."""
+
+    def __init__(self) -> None:
+        self._locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
+
+    @staticmethod
+    def keys(target: CheckedSpec) -> list[str]:
+        """The Node, and over SSH the address reached; sorted, so that every run takes its
+        locks in one order and no two runs wait on each other."""
+        keys = {f"node {target.node}"}
+        if target.access.connection == "ssh":
+            keys.add(f"ssh {target.access.host.lower()}:{target.access.port}")
+        return sorted(keys)
+
+    @contextlib.asynccontextmanager
+    async def hold(self, target: CheckedSpec) -> AsyncIterator[None]:
+        async with contextlib.AsyncExitStack() as stack:
+            for key in self.keys(target):
+                await stack.enter_async_context(self._locks[key])
+            yield
+
+
 class NodePlaybooks:
     """Runs a playbook on one RuntimeNode's node: with the SSH key its spec names, or from a
     pod on its joined Node (connection pod)."""
@@ -45,9 +72,7 @@ class NodePlaybooks:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.pool = PlaybookPool(settings)
-        # Runs on one Node never overlap, whichever RuntimeNode asks: two may name one
-        # Node (a handler each), and validation's throwaway containerd is one per node.
-        self._node_locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
+        self._machines = MachineLocks()
 
     async def run(
         self, name: str, playbook: str, target: CheckedSpec, extravars: dict[str, Any], timeout: int, **meta: Any
@@ -62,7 +87,7 @@ class NodePlaybooks:
             raise TransientError(
                 f"Node {target.node} has not joined: connection pod runs on a joined Node (use ssh before it joins)"
             )
-        async with self._node_locks[target.node]:
+        async with self._machines.hold(target):
             return await self.pool.run(name, playbook, target, extravars, timeout, ssh=ssh, meta=meta)
 
 

@@ -6,7 +6,7 @@ export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 # Tools keep their state in criops' cache (hack/lib.sh), not in the home
 # directory: Ansible's temporary files and molecule's scenario state, async job
 # files of local runs, SSH control sockets, kubectl's discovery cache
-# (docs/test-environment.md; the integration suite sets the same by itself).
+# (docs/test-environment.md; pytest sets the same by itself).
 CRIOPS_CACHE ?= $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/criops
 export ANSIBLE_HOME := $(CRIOPS_CACHE)/ansible
 export ANSIBLE_ASYNC_DIR := $(CRIOPS_CACHE)/ansible/async

@@ -356,6 +356,8 @@ def test_reset_removes_what_the_role_added(
     assert first_run.returncode == 0
     reset = run_playbook(sycri_inventory, "playbooks/reset.yml", sycri_vars)
     assert reset.returncode == 0, reset.stdout[-6000:]
+    # A second reset finds nothing to stop or remove and says so.
+    assert_run_changes_nothing(sycri_inventory, test_host, sycri_vars, "playbooks/reset.yml")
     left = test_host.sh(
         "ls -d /usr/local/bin/sycri /usr/local/bin/singularity /usr/local/bin/run-singularity "
         "/usr/local/etc/singularity /usr/local/etc/sycri /usr/local/libexec/singularity /var/lib/singularity "

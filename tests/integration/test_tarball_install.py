@@ -4,7 +4,8 @@ HTTP mirror, verified by sha256, installed on a fresh node by site.yml.
 The tarball is hack/containerd-tarball.sh's (Debian's containerd binaries in
 upstream's layout); runc still comes from the Debian runc package. Then drift:
 what a hand edits, removes or stops is put right by the next run. Last,
-reset.yml: refused while a pod sandbox runs (the node untouched), then forced.
+reset.yml: refused while a pod sandbox runs (the node untouched), predicted in check
+mode (the node untouched), then forced, then again with nothing left to do.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from testworld.hosts import (
     Tarball,
     assert_run_changes_nothing,
     member_sha256,
+    node_state,
     play_recap,
     run_playbook,
 )
@@ -158,9 +160,22 @@ def test_reset_refuses_while_a_pod_runs_and_removes_containerd_when_forced(
     assert test_host.sh("systemctl is-active containerd").stdout.strip() == "active"
     assert "still-serving" in test_host.sh("crictl pods --state ready --output json").stdout
 
-    forced = run_playbook(inventory, "playbooks/reset.yml", {**tarball_vars, "cri_tools_reset_force": True})
+    # Check mode predicts the removal and leaves the node as it is.
+    forced_vars = {**tarball_vars, "cri_tools_reset_force": True}
+    before = node_state(test_host)
+    checked = run_playbook(inventory, "playbooks/reset.yml", forced_vars, options=["--check"])
+    assert checked.returncode == 0, checked.stdout[-6000:]
+    assert play_recap(checked.stdout)[test_host.name]["changed"] > 0, checked.stdout[-6000:]
+    assert node_state(test_host) == before
+    assert test_host.sh("systemctl is-active containerd").stdout.strip() == "active"
+    assert "still-serving" in test_host.sh("crictl pods --state ready --output json").stdout
+
+    forced = run_playbook(inventory, "playbooks/reset.yml", forced_vars)
     assert forced.returncode == 0, forced.stdout[-6000:]
     assert test_host.sh("systemctl is-active containerd", check=False).stdout.strip() != "active"
     gone = "/usr/local/bin/containerd /usr/local/bin/crictl /etc/containerd/config.toml"
     left = test_host.sh(f"ls {gone} 2>&1", check=False)
     assert left.stdout.count("No such file") == 3, left.stdout
+
+    # A second reset finds nothing to stop or remove and says so.
+    assert_run_changes_nothing(inventory, test_host, forced_vars, "playbooks/reset.yml")

@@ -421,6 +421,8 @@ def test_reset_removes_what_the_role_added(
     recorded = set(test_host.sh(f"cat {MARKER}").stdout.split())
     reset = run_playbook(virtlet_inventory, "playbooks/reset.yml", virtlet_vars)
     assert reset.returncode == 0, reset.stdout[-6000:]
+    # A second reset finds nothing to stop or remove and says so.
+    assert_run_changes_nothing(virtlet_inventory, test_host, virtlet_vars, "playbooks/reset.yml")
     left = _packages(test_host)
     assert fresh_packages <= left, f"reset removed packages the node had: {fresh_packages - left}"
     assert not recorded & left, f"reset left packages the role installed: {recorded & left}"

@@ -36,6 +36,7 @@ test: bootstrap lint unit
 lint:
 	$(VENV)/ruff check .
 	$(VENV)/ruff format --check .
+	$(VENV)/mypy --cache-dir $(CRIOPS_CACHE)/mypy
 	XDG_CACHE_HOME=$(CRIOPS_CACHE) $(VENV)/ansible-lint --profile production roles playbooks molecule inventory
 	$(VENV)/python hack/check-argument-specs.py
 

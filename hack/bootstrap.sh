@@ -35,7 +35,8 @@ if [[ ! -x $venv/bin/molecule ]]; then
   log "creating Python venv $venv"
   rm -rf "$venv"
   python3 -m venv "$venv"
-  "$venv/bin/pip" install -q --disable-pip-version-check -r "$CRIOPS_ROOT/requirements.txt"
+  # pip's download cache with criops' own, not in ~/.cache/pip.
+  PIP_CACHE_DIR="$CRIOPS_CACHE/pip" "$venv/bin/pip" install -q --disable-pip-version-check -r "$CRIOPS_ROOT/requirements.txt"
 fi
 ln -sfn "$venv" "$CRIOPS_ROOT/.venv"
 

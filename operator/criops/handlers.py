@@ -70,7 +70,8 @@ class OperatorState:
 
 
 def state_of(memo: kopf.Memo) -> OperatorState:
-    return memo["criops"]
+    state: OperatorState = memo["criops"]
+    return state
 
 
 @kopf.on.startup()

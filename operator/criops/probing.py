@@ -14,6 +14,7 @@ memory freed since the last one back to the system (criops.memory.trim).
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
@@ -87,6 +88,9 @@ class ProbeLoop:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
 
+    def _probe_done(self, uid: str, _task: asyncio.Task[None]) -> None:
+        self.running.pop(uid, None)
+
     def start_due(self, now: float) -> list[str]:
         """Start the probes due at `now`; the uids started."""
         started = []
@@ -94,7 +98,7 @@ class ProbeLoop:
         for uid, name in due_now(entries, now, lambda uid: uid in self.running or self.busy(uid)):
             task = asyncio.create_task(self._probe(uid, name), name=f"criops-probe-{name}")
             self.running[uid] = task
-            task.add_done_callback(lambda _, uid=uid: self.running.pop(uid, None))
+            task.add_done_callback(functools.partial(self._probe_done, uid))
             started.append(uid)
         return started
 

@@ -19,6 +19,7 @@ from typing import Any
 from kubernetes.client.exceptions import ApiException
 
 from .core import conditions as cond
+from .core import node_labels
 from .core import status as st
 from .core.runtimes import CATALOG
 from .core.spec import NAME, CheckedSpec
@@ -79,7 +80,8 @@ class StatusWriter:
         return list(self.status.get("conditions") or [])
 
     def phase(self) -> str:
-        return self.status.get("phase", "Pending")
+        phase: str = self.status.get("phase", "Pending")
+        return phase
 
     async def write(self, *updates: Condition, **fields: Any) -> None:
         """Set conditions (type, status, reason, message) and fields; derive the phase; patch."""
@@ -172,7 +174,7 @@ class VerdictReporter:
         if result.conflicts:
             conflicts = f"labels set by someone else left alone: {', '.join(result.conflicts)}"
             return ("NodeLabeled", "False", Reason.LABEL_CONFLICT, conflicts)
-        desired = nodes.node_labels.desired_labels(target.runtime, validated, target.labels)
+        desired = node_labels.desired_labels(target.runtime, validated, target.labels)
         shown = ", ".join(f"{k}={v}" for k, v in sorted(desired.items()))
         return ("NodeLabeled", "True", Reason.LABELED, f"Node {target.node}: {shown}")
 

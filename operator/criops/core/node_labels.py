@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Mapping
 from typing import Any
 
 LABEL_RUNTIME = "criops.dev/runtime"
@@ -142,7 +143,7 @@ def cleanup_patch(current: dict[str, str] | None, annotations: dict[str, str] | 
     return patch
 
 
-def criops_label_patch(current: dict[str, str] | None, desired: dict[str, str | None]) -> dict[str, Any]:
+def criops_label_patch(current: dict[str, str] | None, desired: Mapping[str, str | None]) -> dict[str, Any]:
     """A merge patch of criops' own labels (CRIOPS_LABELS) alone, for a Node whose record is corrupt.
 
     validated=false must still reach the Node; every other label, and the record

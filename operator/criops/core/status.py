@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from .conditions import find, is_true
+from .conditions import ConditionType, find, is_true
 from .runtimes import CATALOG, validation_instance
 from .spec import kubelet_speaks_only_v1
 from .verdicts import DEGRADED, IN_PROGRESS, WAITING, Reason
@@ -41,7 +41,7 @@ def unexpected_failures(summary: dict[str, Any], expected: list[str]) -> list[st
     return [name for name in summary.get("failures", []) if name not in allowed]
 
 
-def validation_verdict(summary: dict[str, Any], expected: list[str]) -> tuple[bool, str, str]:
+def validation_verdict(summary: dict[str, Any], expected: list[str]) -> tuple[bool, Reason, str]:
     """(proven, reason, message) for the Validated condition."""
     unexpected = unexpected_failures(summary, expected)
     ran = summary["total"] - summary["skipped"]
@@ -61,7 +61,8 @@ def phase(conditions: list[dict[str, Any]], unsupported: bool = False) -> Phase:
         return "Unsupported"
     if is_true(conditions, "Ready"):
         return "Ready"
-    for type_, running_phase in (("Provisioned", "Provisioning"), ("Validated", "Validating")):
+    steps: tuple[tuple[ConditionType, Phase], ...] = (("Provisioned", "Provisioning"), ("Validated", "Validating"))
+    for type_, running_phase in steps:
         condition = find(conditions, type_)
         if condition is None:
             continue

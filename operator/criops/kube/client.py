@@ -128,7 +128,7 @@ def request(
         method, path, query_params=query, header_params=headers, body=body, auth_settings=["BearerToken"]
     )
     response = api.call_api(method, url, headers, body, _request_timeout=timeout)
-    data = response.read()
+    data: bytes = response.read()
     if not 200 <= response.status <= 299:
         raise ApiException.from_response(http_resp=response, body=None, data=None)
     return data
@@ -136,7 +136,8 @@ def request(
 
 def get(path: str, query: list[tuple[str, Any]] | None = None) -> dict[str, Any]:
     """A GET's JSON answer."""
-    return json.loads(request("GET", path, query=query))
+    answer: dict[str, Any] = json.loads(request("GET", path, query=query))
+    return answer
 
 
 def quoted(name: str) -> str:
@@ -295,7 +296,8 @@ async def delete_runtime_class(name: str) -> bool:
 
 async def list_runtime_nodes() -> list[dict[str, Any]]:
     def call() -> list[dict[str, Any]]:
-        return get(runtime_nodes_path()).get("items", [])
+        items: list[dict[str, Any]] = get(runtime_nodes_path()).get("items", [])
+        return items
 
     return await asyncio.to_thread(call)
 

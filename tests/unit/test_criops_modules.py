@@ -201,6 +201,73 @@ def test_the_probe_reads_unit_states_from_one_systemctl_show(tmp_path: Path) -> 
     ]
 
 
+def _probe_module():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("criops_node_probe", PROBE)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+DEBIAN_12 = """PRETTY_NAME="Debian GNU/Linux 12 (bookworm)"
+NAME="Debian GNU/Linux"
+VERSION_ID="12"
+VERSION="12 (bookworm)"
+VERSION_CODENAME=bookworm
+ID=debian
+"""
+UBUNTU_24 = """NAME="Ubuntu"
+VERSION_ID="24.04"
+ID=ubuntu
+ID_LIKE=debian
+"""
+
+
+def _root(tmp_path: Path, os_release: str | None, *markers: str, environ: bytes = b"") -> Path:
+    for name in markers:
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).mkdir() if name.endswith("/") else (tmp_path / name).touch()
+    if os_release is not None:
+        (tmp_path / "usr/lib").mkdir(parents=True)
+        (tmp_path / "usr/lib/os-release").write_text(os_release)
+    (tmp_path / "proc/1").mkdir(parents=True)
+    (tmp_path / "proc/1/environ").write_bytes(environ)
+    return tmp_path
+
+
+def test_the_probe_says_what_the_node_is_as_the_roles_name_it(tmp_path: Path) -> None:
+    """Distribution names and major versions in the form node_prereqs_supported_distros uses;
+    the init system and container from the markers systemd and container managers leave."""
+    probe = _probe_module()
+    debian = probe.node_facts(None, str(_root(tmp_path / "debian", DEBIAN_12, "run/systemd/system/")))
+    assert {k: debian[k] for k in ("distribution", "version", "major_version", "family", "systemd")} == {
+        "distribution": "Debian", "version": "12", "major_version": "12", "family": "Debian", "systemd": True,
+    }  # fmt: skip
+    assert debian["architecture"] == os.uname().machine and debian["kernel"] == os.uname().release
+
+    ubuntu = probe.node_facts(None, str(_root(tmp_path / "ubuntu", UBUNTU_24, ".dockerenv")))
+    assert (ubuntu["distribution"], ubuntu["major_version"], ubuntu["family"]) == ("Ubuntu", "24", "Debian")
+    assert (ubuntu["systemd"], ubuntu["container"]) == (False, "docker")
+
+    rocky = 'NAME="Rocky Linux"\nID="rocky"\nID_LIKE="rhel centos fedora"\nVERSION_ID="9.4"\n'
+    other = _root(tmp_path / "other", rocky, environ=b"PATH=/bin\0container=lxc\0")
+    found = probe.node_facts(None, str(other))
+    assert (found["distribution"], found["major_version"], found["family"]) == ("Rocky Linux", "9", "rocky")
+    assert found["container"] == "lxc"
+    assert (
+        probe.node_facts(None, str(_root(tmp_path / "podman", DEBIAN_12, "run/.containerenv")))["container"] == "podman"
+    )
+    bare = probe.node_facts(None, str(_root(tmp_path / "bare", None)))
+    assert (bare["distribution"], bare["major_version"], bare["container"]) == ("", "", None)
+
+
+def test_os_release_values_are_unquoted_as_a_shell_would() -> None:
+    fields = _probe_module().parse_os_release("# comment\nNAME='Debian GNU/Linux'\nID=debian\nEMPTY=\nBAD LINE\n")
+    assert fields == {"NAME": "Debian GNU/Linux", "ID": "debian", "EMPTY": ""}
+
+
 def _tarball_lookup():
     import importlib.util
 

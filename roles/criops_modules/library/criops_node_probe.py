@@ -6,6 +6,8 @@ from __future__ import annotations
 import base64
 import hashlib
 import os
+import shlex
+import shutil
 import stat
 
 from ansible.module_utils.basic import AnsibleModule
@@ -48,7 +50,13 @@ options:
     elements: path
     default: []
   dpkg:
-    description: Also list installed Debian packages and unfinished dpkg work.
+    description: Also list installed Debian packages and unfinished dpkg work (none on a node without dpkg).
+    type: bool
+    default: false
+  node:
+    description:
+      - Also report what the node is (RV(node)): what the roles would otherwise gather facts
+        for, read in this same call from os-release, uname and systemd's own markers.
     type: bool
     default: false
   swap:
@@ -75,6 +83,15 @@ dpkg_unfinished:
   type: str
   returned: when dpkg
 swap_mb: {description: Swap space in MiB., type: int, returned: when swap}
+node:
+  description:
+    - "distribution (C(Debian), C(Ubuntu), else os-release's NAME), version (VERSION_ID),
+      major_version, family (C(Debian) for Debian and its derivatives, else the ID),
+      architecture and kernel (uname), systemd (true when systemd is the init system:
+      /run/systemd/system exists), container (the container manager the node runs in,
+      such as C(podman) or C(docker), or null)."
+  type: dict
+  returned: when node
 units:
   description: "Unit to {active, enabled}: its ActiveState and UnitFileState (empty for a unit that does not exist)."
   type: dict
@@ -120,6 +137,8 @@ def _read(path):
 
 
 def _dpkg(module):
+    if shutil.which("dpkg-query") is None:
+        return {}, ""
     rc, out, err = module.run_command(["dpkg-query", "-W", "-f", "${Package}\t${Status}\t${Version}\n"])
     if rc != 0:
         module.fail_json(msg=f"dpkg-query failed: {err.strip()}")
@@ -147,6 +166,69 @@ def _swap_mb():
             if line.startswith("SwapTotal:"):
                 return int(line.split()[1]) // 1024
     return 0
+
+
+# os-release IDs as Ansible's distribution facts name them, which is how
+# node_prereqs_supported_distros names distributions.
+_DISTRIBUTIONS = {"debian": "Debian", "ubuntu": "Ubuntu"}
+
+
+def parse_os_release(text):
+    """os-release(5): KEY=value lines, values shell-quoted."""
+    fields = {}
+    for line in text.splitlines():
+        key, sep, value = line.strip().partition("=")
+        if sep and key and not key.startswith("#"):
+            words = shlex.split(value, comments=False) if value else [""]
+            fields[key] = words[0] if words else ""
+    return fields
+
+
+def _container(module, root, systemd):
+    if systemd:
+        # systemd's own answer; "none" (exit 1) outside a container.
+        detect = shutil.which("systemd-detect-virt")
+        if detect and root == "/":
+            rc, out, _ = module.run_command([detect, "--container"])
+            return out.strip() if rc == 0 and out.strip() not in ("", "none") else None
+    # Without systemd: the markers container managers leave.
+    for marker, manager in (("run/.containerenv", "podman"), (".dockerenv", "docker")):
+        if os.path.exists(os.path.join(root, marker)):
+            return manager
+    try:
+        with open(os.path.join(root, "proc/1/environ"), "rb") as handle:
+            for entry in handle.read().split(b"\0"):
+                if entry.startswith(b"container="):
+                    return entry[len(b"container=") :].decode(errors="replace") or None
+    except OSError:
+        pass
+    return None
+
+
+def node_facts(module, root="/"):
+    """What the node is, for the roles' checks and decisions (`root` for tests)."""
+    release = {}
+    for name in ("etc/os-release", "usr/lib/os-release"):
+        try:
+            with open(os.path.join(root, name)) as handle:
+                release = parse_os_release(handle.read())
+            break
+        except FileNotFoundError:
+            continue
+    ident = release.get("ID", "")
+    version = release.get("VERSION_ID", "")
+    systemd = os.path.isdir(os.path.join(root, "run/systemd/system"))
+    uname = os.uname()
+    return {
+        "distribution": _DISTRIBUTIONS.get(ident, release.get("NAME", ident)),
+        "version": version,
+        "major_version": version.split(".")[0],
+        "family": "Debian" if "debian" in [ident, *release.get("ID_LIKE", "").split()] else ident,
+        "architecture": uname.machine,
+        "kernel": uname.release,
+        "systemd": systemd,
+        "container": _container(module, root, systemd),
+    }
 
 
 def _units(module, names):
@@ -179,6 +261,7 @@ def main():
             "dpkg": {"type": "bool", "default": False},
             "swap": {"type": "bool", "default": False},
             "units": {"type": "list", "elements": "str", "default": []},
+            "node": {"type": "bool", "default": False},
         },
         supports_check_mode=True,
     )
@@ -205,6 +288,8 @@ def _probe(module, params):
         result["packages"], result["dpkg_unfinished"] = _dpkg(module)
     if params["swap"]:
         result["swap_mb"] = _swap_mb()
+    if params["node"]:
+        result["node"] = node_facts(module)
     return result
 
 

@@ -18,6 +18,8 @@ local_peers="$CRIOPS_ROOT/../shared/peers"
 if [[ -z ${CRIOPS_PEERS_MIRROR:-} && -f $local_peers/$KUBESPRAY_ARCHIVE && -f $local_peers/$GEERLINGGUY_CONTAINERD_ARCHIVE ]]; then
   CRIOPS_PEERS_MIRROR=$(cd "$local_peers" && pwd)
 fi
+# hack/nerdctl.sh fetches its archive from the same mirror.
+[[ -z ${CRIOPS_PEERS_MIRROR:-} ]] || export CRIOPS_PEERS_MIRROR
 
 if [[ ${1:-} == --mirror ]]; then
   [[ -n ${CRIOPS_PEERS_MIRROR:-} ]] || exit 1
@@ -25,7 +27,10 @@ if [[ ${1:-} == --mirror ]]; then
   exit 0
 fi
 
-echo "kubespray=$(CRIOPS_SOURCE_MIRROR=${CRIOPS_PEERS_MIRROR:-} fetch_source KUBESPRAY)"
-echo "geerlingguy=$(CRIOPS_SOURCE_MIRROR=${CRIOPS_PEERS_MIRROR:-} fetch_source GEERLINGGUY_CONTAINERD)"
-echo "nerdctl=$("$CRIOPS_ROOT/hack/nerdctl.sh")"
-echo "containerd=$("$CRIOPS_ROOT/hack/containerd-tarball.sh")"
+# Each in a variable first: a failed fetch or build ends the script (set -e),
+# where inside echo's arguments it would print an empty path and succeed.
+kubespray=$(CRIOPS_SOURCE_MIRROR=${CRIOPS_PEERS_MIRROR:-} fetch_source KUBESPRAY)
+geerlingguy=$(CRIOPS_SOURCE_MIRROR=${CRIOPS_PEERS_MIRROR:-} fetch_source GEERLINGGUY_CONTAINERD)
+nerdctl=$("$CRIOPS_ROOT/hack/nerdctl.sh")
+containerd=$("$CRIOPS_ROOT/hack/containerd-tarball.sh")
+printf '%s\n' "kubespray=$kubespray" "geerlingguy=$geerlingguy" "nerdctl=$nerdctl" "containerd=$containerd"

@@ -201,14 +201,19 @@ def test_the_probe_reads_unit_states_from_one_systemctl_show(tmp_path: Path) -> 
     ]
 
 
-def _probe_module():
+def _load(path: Path):
+    """A module or plugin file of the role, imported for its functions."""
     import importlib.util
 
-    spec = importlib.util.spec_from_file_location("criops_node_probe", PROBE)
+    spec = importlib.util.spec_from_file_location(path.stem, path)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def _probe_module():
+    return _load(PROBE)
 
 
 DEBIAN_12 = """PRETTY_NAME="Debian GNU/Linux 12 (bookworm)"
@@ -269,14 +274,7 @@ def test_os_release_values_are_unquoted_as_a_shell_would() -> None:
 
 
 def _tarball_lookup():
-    import importlib.util
-
-    path = MODULE.parents[1] / "lookup_plugins/criops_tarball.py"
-    spec = importlib.util.spec_from_file_location("criops_tarball", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return _load(MODULE.parents[1] / "lookup_plugins/criops_tarball.py")
 
 
 def test_the_binaries_tarball_is_named_by_content_and_holds_them_as_root_0755(tmp_path: Path) -> None:

@@ -297,3 +297,23 @@ def test_the_binaries_tarball_is_named_by_content_and_holds_them_as_root_0755(tm
         assert archive.extractfile("critest").read() == b"two"
     assert members == {"crictl": (0o755, 0, 0), "critest": (0o755, 0, 0)}
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".partial-")] == []
+
+
+def test_every_plugin_documentation_is_yaml_ansible_can_load() -> None:
+    """Ansible parses DOCUMENTATION when it loads a plugin: broken YAML fails the task that uses it."""
+    import ast
+
+    import yaml
+
+    roots = Path(__file__).resolve().parents[2] / "roles"
+    files = sorted(
+        path for folder in ("library", "lookup_plugins", "filter_plugins", "action_plugins")
+        for path in roots.glob(f"*/{folder}/*.py")
+    )  # fmt: skip
+    assert files
+    for path in files:
+        tree = ast.parse(path.read_text())
+        for node in tree.body:
+            if isinstance(node, ast.Assign) and any(getattr(t, "id", "") == "DOCUMENTATION" for t in node.targets):
+                assert isinstance(node.value, ast.Constant), path
+                assert isinstance(yaml.safe_load(node.value.value), dict), path

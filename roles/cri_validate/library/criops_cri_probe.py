@@ -14,7 +14,8 @@ DOCUMENTATION = r"""
 module: criops_cri_probe
 short_description: The CRI probe of cri_validate (crictl version and info) in one call
 description:
-  - Runs C(crictl version) and C(crictl info) against O(endpoint) and returns what
+  - >-
+    Runs C(crictl version) and C(crictl info) against O(endpoint) and returns what
     C(probe.json) records. An endpoint that does not answer the API asked for is a result
     (O(probe.reachable), O(probe.error)), not a failure: the caller writes the report first.
   - With O(containerd_config), also finds the binary C(containerd.service) runs and

@@ -18,11 +18,13 @@ DOCUMENTATION = r"""
 module: criops_critest
 short_description: Run critest once and return its JUnit report, output and version
 description:
-  - In a temporary directory (removed at the end): critest's test images file, then
+  - >-
+    In a temporary directory (removed at the end): critest's test images file, then
     C(critest --version), then critest itself under C(flock) on O(lock), so two runs never
     share a CRI server. Failed specs are results, not errors: the call fails only when
     critest wrote no report (its own words say why) or ran out of O(timeout).
-  - ginkgo v1 (critest v1.13, O(v1alpha2)) keeps only the last of repeated flags: focus
+  - >-
+    ginkgo v1 (critest v1.13, O(v1alpha2)) keeps only the last of repeated flags: focus
     and skip lists become one alternation each; it has no test images file and writes
     C(junit_.xml) into its report directory.
 options:

@@ -23,7 +23,8 @@ description:
     then per handler, side by side, a pod with one web-server container is run through
     it, asked for C(/) over the pod network, its log read, and the pod removed whatever
     happened (the container before its pod, as a kubelet does).
-  - A failure names its step and handler, with the command's last line, such as
+  - >-
+    A failure names its step and handler, with the command's last line, such as
     C(Run the pod sandbox (crun): ...); the first failed handler in O(handlers) order
     fails the call. Scratch files live in a temporary directory removed at the end.
 options:

@@ -17,12 +17,14 @@ DOCUMENTATION = r"""
 module: criops_throwaway_containerd
 short_description: Start or remove the throwaway containerd of cri_validate
 description:
-  - C(absent) removes every trace of the instance, and is safe when nothing of it exists:
+  - >-
+    C(absent) removes every trace of the instance, and is safe when nothing of it exists:
     the unit (its C(ExecStop) removes its pods through CRI, which releases their IP
     addresses through CNI; then containerd and its shims stop), the mounts below its root
     and state (deepest first), host-local IPAM allocations of sandboxes it still knew (a
     dead instance could not release them), and its directories.
-  - C(started) first waits for the critest lock (a run whose controller went away may have
+  - >-
+    C(started) first waits for the critest lock (a run whose controller went away may have
     left critest running on the instance), removes what such a run left, then starts
     O(binary) with O(config) as the transient unit O(unit) (C(Type=notify): systemd waits
     for containerd's ready notification) and waits until its CRI runtime and network are

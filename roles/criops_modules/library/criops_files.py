@@ -43,7 +43,8 @@ options:
         type: str
       sha256:
         description:
-          - Instead of O(paths[].content), for a file another task sends (too big to pass as an
+          - >-
+            Instead of O(paths[].content), for a file another task sends (too big to pass as an
             argument): the sha256 its content must have. When it has it, only its mode and owner
             are put right; when it is missing or differs, it is left alone and listed in RV(differs).
         type: str

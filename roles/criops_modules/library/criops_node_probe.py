@@ -55,7 +55,8 @@ options:
     default: false
   node:
     description:
-      - Also report what the node is (RV(node)): what the roles would otherwise gather facts
+      - >-
+        Also report what the node is (RV(node)): what the roles would otherwise gather facts
         for, read in this same call from os-release, uname and systemd's own markers.
     type: bool
     default: false

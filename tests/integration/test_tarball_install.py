@@ -102,7 +102,8 @@ def test_drift_is_found_and_repaired_by_the_next_run(
     first_run: subprocess.CompletedProcess[str], inventory: Path, tarball_vars: dict, test_host: Node
 ) -> None:
     """A no-change run still looks at the node: hand edits, a removed mirror, a changed sysctl
-    and a stopped containerd are each put right by the next site.yml, then nothing changes."""
+    and a stopped containerd are each put right by the next site.yml (a mirror without
+    restarting containerd), then nothing changes."""
     assert first_run.returncode == 0
     config = "/etc/containerd/config.toml"
     written = test_host.sh(f"cat {config} /etc/containerd/certs.d/gcr.io/hosts.toml").stdout
@@ -118,8 +119,8 @@ def test_drift_is_found_and_repaired_by_the_next_run(
     assert repaired.returncode == 0, repaired.stdout[-6000:]
     changed = changed_tasks(repaired.stdout)
     for task in (
-        "containerd : Write config.toml and the service limits",
-        "containerd : Write the configuration directories and the registry mirrors' hosts.toml files",
+        "containerd : Write the configuration directories, the registry mirrors, config.toml and the service limits",
+        "containerd : Have containerd restarted for its changed config.toml or service limits",
         "node_prereqs : Apply kernel parameters for pod networking",
         "containerd : Restart containerd",
         "cri_tools : Send the missing or changed binaries from the local source",
@@ -129,6 +130,17 @@ def test_drift_is_found_and_repaired_by_the_next_run(
     assert test_host.sh(f"stat -c %a {tools}/critest {tools}/ginkgo").stdout.split() == ["755", "755"]
     assert test_host.sh(f"cat {config} /etc/containerd/certs.d/gcr.io/hosts.toml").stdout == written
     assert test_host.sh("sysctl -n net.ipv4.ip_forward").stdout.strip() == "1"
+
+    # A mirror alone: written back without a restart (containerd reads certs.d on every pull).
+    pid = test_host.sh("systemctl show -P MainPID containerd").stdout.strip()
+    test_host.sh("rm /etc/containerd/certs.d/gcr.io/hosts.toml")
+    mirrored = run_playbook(inventory, "playbooks/site.yml", tarball_vars)
+    assert mirrored.returncode == 0, mirrored.stdout[-6000:]
+    assert changed_tasks(mirrored.stdout) == [
+        "containerd : Write the configuration directories, the registry mirrors, config.toml and the service limits"
+    ]
+    assert test_host.sh(f"cat {config} /etc/containerd/certs.d/gcr.io/hosts.toml").stdout == written
+    assert test_host.sh("systemctl show -P MainPID containerd").stdout.strip() == pid
 
     # Alone, so no configuration change restarts it on the way.
     test_host.sh("systemctl stop containerd")

@@ -4,6 +4,7 @@ broken on purpose."""
 
 from __future__ import annotations
 
+import copy
 import importlib.util
 import shutil
 from collections.abc import Callable
@@ -92,6 +93,14 @@ def _computed_fact_like_an_input(tree: Path) -> None:
     tasks.write_text(text.replace("register: _kata_check_dir", "register: kata_check_dir"))
 
 
+def _preflight_apart_from_main(tree: Path) -> None:
+    def change(data: Any) -> None:
+        preflight = data["argument_specs"]["preflight"] = copy.deepcopy(data["argument_specs"]["preflight"])
+        preflight["options"]["containerd_limit_nofile"]["description"] += " Checked differently."
+
+    _edit_yaml(_specs(tree, "containerd"), change)
+
+
 BREAKAGES: dict[str, tuple[Callable[[Path], None], str]] = {
     "wrong-type": (
         _wrong_type,
@@ -121,6 +130,10 @@ BREAKAGES: dict[str, tuple[Callable[[Path], None], str]] = {
     "default-missing-a-required-suboption": (
         _default_missing_a_required_suboption,
         "main.node_prereqs_kernel_modules[0]: required sub-option 'proof' is missing",
+    ),
+    "preflight-apart-from-main": (
+        _preflight_apart_from_main,
+        "roles/containerd/meta/argument_specs.yml: preflight does not take exactly the options of main",
     ),
     "computed-fact-like-an-input": (
         _computed_fact_like_an_input,

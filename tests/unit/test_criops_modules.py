@@ -63,6 +63,27 @@ def test_repairs_only_what_drifted(tmp_path: Path) -> None:
     assert sorted(p.name for p in (tmp_path / "conf").iterdir()) == ["a.toml", "sub"]
 
 
+def test_absent_removes_a_file_or_link_and_refuses_a_directory(tmp_path: Path) -> None:
+    run(tmp_path, tree(tmp_path))
+    gone = [
+        {"path": str(tmp_path / "conf/a.toml"), "state": "absent"},
+        {"path": str(tmp_path / "b-link"), "state": "absent"},
+        {"path": str(tmp_path / "never-there"), "state": "absent"},
+    ]
+    predicted = run(tmp_path, gone, check=True)
+    assert predicted["changed_paths"] == [gone[0]["path"], gone[1]["path"]]
+    assert (tmp_path / "conf/a.toml").exists() and (tmp_path / "b-link").is_symlink()
+    removed = run(tmp_path, gone)
+    assert removed["changed_paths"] == [gone[0]["path"], gone[1]["path"]]
+    # The link went, not what it pointed at.
+    assert not (tmp_path / "conf/a.toml").exists() and not os.path.lexists(tmp_path / "b-link")
+    assert (tmp_path / "conf/sub/b.toml").exists()
+    assert run(tmp_path, gone)["changed"] is False
+    refused = run(tmp_path, [{"path": str(tmp_path / "conf/sub"), "state": "absent"}])
+    assert refused.get("failed") and "is a directory" in refused["msg"]
+    assert (tmp_path / "conf/sub/b.toml").exists()
+
+
 def test_check_mode_predicts_and_writes_nothing(tmp_path: Path) -> None:
     predicted = run(tmp_path, tree(tmp_path), check=True, diff=True)
     assert predicted["changed_paths"] == [entry["path"] for entry in tree(tmp_path)]
@@ -297,6 +318,40 @@ def test_the_binaries_tarball_is_named_by_content_and_holds_them_as_root_0755(tm
         assert archive.extractfile("critest").read() == b"two"
     assert members == {"crictl": (0o755, 0, 0), "critest": (0o755, 0, 0)}
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".partial-")] == []
+
+
+def test_controller_digests_are_reused_only_while_the_file_is_the_same(tmp_path: Path) -> None:
+    lookup = _load(MODULE.parents[1] / "lookup_plugins/criops_sha256.py")
+    cache = tmp_path / "cache"
+    binary = tmp_path / "critest"
+    binary.write_bytes(b"one")
+    # Just written: hashed, but not kept (a write in the same tick would leave its times).
+    assert lookup.sha256_files([str(binary)], str(cache)) == [hashlib.sha256(b"one").hexdigest()]
+    assert not (cache / "criops-sha256.json").exists()
+    # Settled: kept, and a wrong digest planted in the cache proves the next answer comes from it.
+    old = binary.stat().st_mtime_ns - 10**10
+    os.utime(binary, ns=(old, old))
+    settled = lookup.time.time_ns() + 3 * 10**9
+    lookup.time = type("Clock", (), {"time_ns": staticmethod(lambda: settled)})
+    assert lookup.sha256_files([str(binary)], str(cache)) == [hashlib.sha256(b"one").hexdigest()]
+    kept = json.loads((cache / "criops-sha256.json").read_text())
+    kept[str(binary)]["sha256"] = "planted"
+    (cache / "criops-sha256.json").write_text(json.dumps(kept))
+    assert lookup.sha256_files([str(binary)], str(cache)) == ["planted"]
+    # Any write changes the inode's times: hashed again. Without a cache, always hashed.
+    binary.write_bytes(b"two")
+    assert lookup.sha256_files([str(binary)], str(cache)) == [hashlib.sha256(b"two").hexdigest()]
+    assert lookup.sha256_files([str(binary)]) == [hashlib.sha256(b"two").hexdigest()]
+    # A file replaced by another with the same size and times (a new inode) is hashed again.
+    kept = json.loads((cache / "criops-sha256.json").read_text())
+    kept[str(binary)]["sha256"] = "planted"
+    (cache / "criops-sha256.json").write_text(json.dumps(kept))
+    status = binary.stat()
+    other = tmp_path / "other"
+    other.write_bytes(b"six")
+    os.utime(other, ns=(status.st_atime_ns, status.st_mtime_ns))
+    other.replace(binary)
+    assert lookup.sha256_files([str(binary)], str(cache)) == [hashlib.sha256(b"six").hexdigest()]
 
 
 def test_every_plugin_documentation_is_yaml_ansible_can_load() -> None:

@@ -33,10 +33,11 @@ options:
         required: true
       state:
         description:
-          - C(directory), C(file) (needs O(paths[].content) or O(paths[].sha256))
-            or C(link) (needs O(paths[].src)).
+          - C(directory), C(file) (needs O(paths[].content) or O(paths[].sha256)),
+            C(link) (needs O(paths[].src)) or C(absent) (a file or link removed; a
+            directory there is refused).
         type: str
-        choices: [directory, file, link]
+        choices: [directory, file, link, absent]
         required: true
       content:
         description: The whole content of a file.
@@ -189,6 +190,20 @@ def _ensure_link(module, entry):
     return True
 
 
+def _ensure_absent(module, entry, diffs):
+    """A file or link removed; a directory is never taken for one."""
+    path = entry["path"]
+    if not os.path.lexists(path):
+        return False
+    if os.path.isdir(path) and not os.path.islink(path):
+        module.fail_json(msg=f"{path} is a directory; state absent removes only files and links")
+    if module._diff:
+        diffs.append({"before_header": path, "after_header": path, "before": "(present)\n", "after": "(absent)\n"})
+    if not module.check_mode:
+        os.unlink(path)
+    return True
+
+
 def main():
     module = AnsibleModule(
         argument_spec={
@@ -198,7 +213,7 @@ def main():
                 "required": True,
                 "options": {
                     "path": {"type": "path", "required": True},
-                    "state": {"type": "str", "required": True, "choices": ["directory", "file", "link"]},
+                    "state": {"type": "str", "required": True, "choices": ["directory", "file", "link", "absent"]},
                     "content": {"type": "str", "no_log": False},
                     "sha256": {"type": "str"},
                     "src": {"type": "path"},
@@ -223,8 +238,10 @@ def main():
             changed = _check_file(module, entry, owner, group, differs)
         elif entry["state"] == "file":
             changed = _ensure_file(module, entry, owner, group, diffs, backups)
-        else:
+        elif entry["state"] == "link":
             changed = _ensure_link(module, entry)
+        else:
+            changed = _ensure_absent(module, entry, diffs)
         if changed:
             changed_paths.append(entry["path"])
     result = {"changed": bool(changed_paths), "changed_paths": changed_paths, "backups": backups, "differs": differs}

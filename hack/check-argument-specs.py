@@ -11,9 +11,9 @@ a variable is when nobody sets it. The two must tell the same story:
 - every variable of defaults/main.yml is an option of every entry point (the
   entry points share the defaults, and Ansible checks a variable only where the
   entry point's spec lists it).
-- an entry point `<name>_preflight` (or `preflight` for `main`) takes exactly
-  the options of its entry point, spec for spec: site.yml validates the
-  preflight's and applies the role without validating again.
+- the entry points `preflight` and `apply` take exactly the options of `main`
+  (`<name>_preflight` and `<name>_apply` those of `<name>`), spec for spec:
+  site.yml validates the preflight's, then runs `apply` without validating.
 - every option has a type and a description; one with a value in
   defaults/main.yml agrees with it: the value is of the option's type (and its
   elements' and sub-options'), within its choices, and equal to the spec's
@@ -224,10 +224,11 @@ def check(root: Path) -> list[str]:
             for name, spec in options.items():
                 problems += _option_problems(f"{spec_file}: {entry}.{name}", name, spec, defaults)
         for entry in sorted(specs):
-            applied = "main" if entry == "preflight" else entry.removesuffix("_preflight")
+            stage = next((stage for stage in ("preflight", "apply") if entry.endswith(stage)), None)
+            whole = "main" if entry == stage else entry.removesuffix(f"_{stage}")
             options = (specs[entry] or {}).get("options")
-            if entry.endswith("preflight") and applied in specs and options != (specs[applied] or {}).get("options"):
-                problems.append(f"{spec_file}: {entry} does not take exactly the options of {applied}")
+            if stage and whole in specs and options != (specs[whole] or {}).get("options"):
+                problems.append(f"{spec_file}: {entry} does not take exactly the options of {whole}")
         prefix = f"_{role}_"
         for where, name, for_role in _names_set(role_dir):
             if name.startswith(prefix) or name in role_options[role]:

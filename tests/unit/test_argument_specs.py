@@ -93,12 +93,15 @@ def _computed_fact_like_an_input(tree: Path) -> None:
     tasks.write_text(text.replace("register: _kata_check_dir", "register: kata_check_dir"))
 
 
-def _preflight_apart_from_main(tree: Path) -> None:
-    def change(data: Any) -> None:
-        preflight = data["argument_specs"]["preflight"] = copy.deepcopy(data["argument_specs"]["preflight"])
-        preflight["options"]["containerd_limit_nofile"]["description"] += " Checked differently."
+def _apart_from_main(entry: str) -> Callable[[Path], None]:
+    def breakage(tree: Path) -> None:
+        def change(data: Any) -> None:
+            spec = data["argument_specs"][entry] = copy.deepcopy(data["argument_specs"][entry])
+            spec["options"]["containerd_limit_nofile"]["description"] += " Checked differently."
 
-    _edit_yaml(_specs(tree, "containerd"), change)
+        _edit_yaml(_specs(tree, "containerd"), change)
+
+    return breakage
 
 
 BREAKAGES: dict[str, tuple[Callable[[Path], None], str]] = {
@@ -132,8 +135,12 @@ BREAKAGES: dict[str, tuple[Callable[[Path], None], str]] = {
         "main.node_prereqs_kernel_modules[0]: required sub-option 'proof' is missing",
     ),
     "preflight-apart-from-main": (
-        _preflight_apart_from_main,
+        _apart_from_main("preflight"),
         "roles/containerd/meta/argument_specs.yml: preflight does not take exactly the options of main",
+    ),
+    "apply-apart-from-main": (
+        _apart_from_main("apply"),
+        "roles/containerd/meta/argument_specs.yml: apply does not take exactly the options of main",
     ),
     "computed-fact-like-an-input": (
         _computed_fact_like_an_input,

@@ -53,6 +53,8 @@ def main() -> int:
             inventory,
             "playbooks/validate.yml",
             {"cri_validate_report_dir": str(workdir / "reports"), "cri_validate_critest_timeout": CRITEST_TIMEOUT},
+            # critest's own limit, and the probe, smoke pods and report around it.
+            timeout=CRITEST_TIMEOUT + 600,
         )
         say(f"validate.yml exited {validate.returncode} after {time.monotonic() - began:.0f} s")
         tables = subprocess.run(

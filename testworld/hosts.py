@@ -181,9 +181,11 @@ def run_playbook(
     extra_vars: dict | None = None,
     options: list[str] | None = None,
     env: dict[str, str] | None = None,
+    timeout: float = PLAYBOOK_TIMEOUT,
 ) -> subprocess.CompletedProcess[str]:
     """Run a playbook of the repository from its root with its ansible.cfg (`env` adds
-    to the environment: ANSIBLE_* settings of one run, ANSIBLE_ROLES_PATH for other roles).
+    to the environment: ANSIBLE_* settings of one run, ANSIBLE_ROLES_PATH for other roles;
+    `timeout` in seconds, for runs longer than a converge such as a whole critest suite).
 
     Extra variables go in a JSON file (-e @file), never through a shell string.
     The result's stdout holds stdout and stderr interleaved, as a user sees them;
@@ -211,7 +213,7 @@ def run_playbook(
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
-        timeout=PLAYBOOK_TIMEOUT,
+        timeout=timeout,
     )
     # The whole output stays beside the inventory (pytest's basetemp) for post-mortems.
     (inventory.parent / f"run-{run_id}.log").write_text(f"$ {' '.join(cmd)}\nrc={result.returncode}\n{result.stdout}")
